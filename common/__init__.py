@@ -1,0 +1,1 @@
+"""Shared by the NAS and the PC: home, config, logging, retry, calendar, store, strategy, queue, ops state."""

@@ -1,0 +1,73 @@
+"""The KRX trading calendar: exchange_calendars' XKRX plus the extra closures of configs/app.yaml."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from common import config
+from common.home import Home
+
+
+class TradingCalendar:
+    def __init__(self, extra_closures: Iterable[dt.date] = ()):
+        self.extra_closures = frozenset(pd.Timestamp(d).date() for d in extra_closures)
+        self._sessions = _xkrx_sessions()
+        if self.extra_closures:
+            drop = np.isin(self._sessions, pd.DatetimeIndex(sorted(self.extra_closures)))
+            self._sessions = self._sessions[~drop]
+
+    @property
+    def first(self) -> dt.date:
+        return self._sessions[0].date()
+
+    @property
+    def last(self) -> dt.date:
+        return self._sessions[-1].date()
+
+    def _check(self, day: dt.date) -> pd.Timestamp:
+        ts = pd.Timestamp(day)
+        if not (self._sessions[0] <= ts <= self._sessions[-1] + pd.Timedelta(days=7)):
+            raise ValueError(f"{ts.date()} is outside the KRX calendar ({self.first} .. {self.last})")
+        return ts
+
+    def is_trading_day(self, day: dt.date) -> bool:
+        ts = self._check(day)
+        i = self._sessions.searchsorted(ts)
+        return i < len(self._sessions) and self._sessions[i] == ts
+
+    def sessions(self, start: dt.date, end: dt.date) -> list[dt.date]:
+        """Trading days from `start` to `end`, both inclusive."""
+        lo = self._sessions.searchsorted(pd.Timestamp(start), "left")
+        hi = self._sessions.searchsorted(pd.Timestamp(end), "right")
+        return [ts.date() for ts in self._sessions[lo:hi]]
+
+    def next_trading_day(self, day: dt.date) -> dt.date:
+        """The first trading day strictly after `day`."""
+        i = self._sessions.searchsorted(self._check(day), "right")
+        if i >= len(self._sessions):
+            raise ValueError(f"no trading day after {day} in the KRX calendar (ends {self.last})")
+        return self._sessions[i].date()
+
+    def previous_trading_day(self, day: dt.date) -> dt.date:
+        """The last trading day on or before `day`."""
+        i = self._sessions.searchsorted(self._check(day), "right")
+        if i == 0:
+            raise ValueError(f"no trading day on or before {day} in the KRX calendar")
+        return self._sessions[i - 1].date()
+
+
+@functools.lru_cache(maxsize=1)
+def _xkrx_sessions() -> pd.DatetimeIndex:
+    import exchange_calendars as xcals  # slow to import: only when a calendar is needed
+
+    return pd.DatetimeIndex(xcals.get_calendar("XKRX").sessions).tz_localize(None)
+
+
+def load(home: Home | None = None) -> TradingCalendar:
+    """The calendar with the extra closures configured in the home's app.yaml."""
+    return TradingCalendar(config.load("app", home)["calendar"]["extra_closures"])

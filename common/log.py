@@ -1,0 +1,94 @@
+"""One log format for every job, console and logs/<job>_<YYYYMMDD>.log, times in Asia/Seoul:
+
+    [YYYY-MM-DD HH:MM:SS] [LEVEL] [EVENT] rc=0 details=... elapsed=1234ms
+
+`event(log, "INGEST_DONE", "days=3", rc=0, elapsed_ms=812)` writes one such line. Records without an event
+name use their logger's last name part, upper-cased. ERROR records also go to the error sinks (Slack), which
+`setup_logging` attaches through `add_error_sink`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+from zoneinfo import ZoneInfo
+
+from common.home import Home
+
+TZ = ZoneInfo("Asia/Seoul")
+ROOT = "krx"
+_ERROR_SINKS: list[logging.Handler] = []
+
+
+def now() -> dt.datetime:
+    """The current time in Asia/Seoul."""
+    return dt.datetime.now(TZ)
+
+
+class LineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ts = dt.datetime.fromtimestamp(record.created, TZ).strftime("%Y-%m-%d %H:%M:%S")
+        name = getattr(record, "event", None) or record.name.rsplit(".", 1)[-1].upper()
+        parts = [f"[{ts}] [{record.levelname}] [{name}]"]
+        rc = getattr(record, "rc", None)
+        if rc is not None:
+            parts.append(f"rc={rc}")
+        details = record.getMessage()
+        if record.exc_info and record.levelno >= logging.ERROR:
+            exc = record.exc_info[1]
+            details = f"{details}: {type(exc).__name__}: {exc}" if details else f"{type(exc).__name__}: {exc}"
+        parts.append(f"details={' '.join(details.split())}")
+        elapsed = getattr(record, "elapsed_ms", None)
+        if elapsed is not None:
+            parts.append(f"elapsed={int(elapsed)}ms")
+        return " ".join(parts)
+
+
+def get(name: str) -> logging.Logger:
+    """The logger of a module or job, under the project's root logger."""
+    return logging.getLogger(f"{ROOT}.{name}")
+
+
+def event(
+    logger: logging.Logger,
+    name: str,
+    details: str = "",
+    *,
+    rc: int | None = None,
+    elapsed_ms: float | None = None,
+    level: int = logging.INFO,
+) -> None:
+    logger.log(level, "%s", details, extra={"event": name, "rc": rc, "elapsed_ms": elapsed_ms})
+
+
+def add_error_sink(handler: logging.Handler) -> None:
+    """Plug a handler that receives every ERROR record of every job (the Slack ERROR log)."""
+    handler.setLevel(logging.ERROR)
+    _ERROR_SINKS.append(handler)
+    logging.getLogger(ROOT).addHandler(handler)
+
+
+def setup_logging(job: str, home: Home | None = None, *, console: bool = True, level: int = logging.INFO) -> None:
+    """Configure the project's root logger for one job: console (stderr) and the job's daily log file."""
+    root = logging.getLogger(ROOT)
+    for handler in list(root.handlers):
+        if handler not in _ERROR_SINKS:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+    root.propagate = False
+    fmt = LineFormatter()
+    if console:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(fmt)
+        root.addHandler(stream)
+    if home is not None:
+        try:
+            home.logs.mkdir(parents=True, exist_ok=True)
+            path = home.logs / f"{job}_{now():%Y%m%d}.log"
+            file_handler = logging.FileHandler(path, encoding="utf-8")
+            file_handler.setFormatter(fmt)
+            root.addHandler(file_handler)
+        except OSError as exc:  # a read-only home still lets the job run and say so
+            root.warning("cannot write log file in %s: %s", home.logs, exc)

@@ -1,0 +1,1 @@
+"""NAS jobs: ingest, scan, alert, request, sync, ops cycle."""

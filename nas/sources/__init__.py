@@ -1,0 +1,1 @@
+"""Data sources: each returns one normalized frame per trading day (see common.store.COLUMNS)."""

@@ -1,0 +1,1 @@
+"""PC side: the queue worker and the backtest engine."""
