@@ -1,0 +1,194 @@
+"""The safety switches under state/ (DESIGN section 9): emergency stop, sender switch, execution gate.
+
+Files: state/emergency_stop.json, state/sender.json, state/gate.json, written atomically. A missing file means the
+default (emergency stop off, sender OFF, gate DRY_RUN). A file that cannot be read or parsed means stopped, never
+"go": the emergency stop reads as on, the sender as off, the gate as MOCK_ONLY with `readable=False`.
+Every change is appended to the event log (common.events) with who (user@host), when and why.
+
+`external_send_allowed(home)` is the one question a job asks before anything leaves the machine (Slack, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from common import atomic, events
+from common.home import Home
+from common.log import now
+
+ESTOP_FILE = "emergency_stop.json"
+SENDER_FILE = "sender.json"
+GATE_FILE = "gate.json"
+
+MOCK_ONLY, DRY_RUN, REAL_ENABLED = "MOCK_ONLY", "DRY_RUN", "REAL_ENABLED"
+GATE_MODES = (MOCK_ONLY, DRY_RUN, REAL_ENABLED)
+DEFAULT_GATE = DRY_RUN
+
+
+class SwitchError(ValueError):
+    """A switch change was refused (bad value, missing reason, REAL_ENABLED without approval)."""
+
+
+@dataclass(frozen=True)
+class Switch:
+    name: str              # "emergency_stop" | "sender"
+    on: bool               # the effective value (fail-closed when unreadable)
+    by: str                # user@host of the last change; "default" when never set
+    at: str | None         # ISO time of the last change
+    reason: str            # why
+    readable: bool = True  # False: the state file is damaged and `on` is the fail-closed value
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Gate:
+    mode: str              # MOCK_ONLY | DRY_RUN | REAL_ENABLED (MOCK_ONLY when unreadable)
+    by: str
+    at: str | None
+    reason: str
+    readable: bool = True
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _home(home: Home | str | os.PathLike) -> Home:
+    return home if isinstance(home, Home) else Home(Path(home).resolve())
+
+
+def _read(path: Path) -> tuple[dict | None, str | None]:
+    """(data, None), (None, None) when absent, or (None, error) when unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"cannot read {path.name}: {getattr(exc, 'strerror', None) or exc}"
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None, f"{path.name} is not valid JSON"
+    if not isinstance(data, dict):
+        return None, f"{path.name} does not hold a JSON object"
+    return data, None
+
+
+def _switch(home: Home | str | os.PathLike, name: str, filename: str, default: bool, fail_closed: bool) -> Switch:
+    path = _home(home).state / filename
+    data, error = _read(path)
+    if error is None and data is not None and not isinstance(data.get("on"), bool):
+        error = f"{filename}: 'on' is not true or false"
+    if error:
+        return Switch(name, fail_closed, "unknown", None, error, readable=False, error=error)
+    if data is None:
+        return Switch(name, default, "default", None, "never set")
+    return Switch(name, data["on"], str(data.get("by", "unknown")), data.get("at"), str(data.get("reason", "")))
+
+
+def _check_reason(reason: str) -> str:
+    reason = " ".join(str(reason or "").split())
+    if not reason:
+        raise SwitchError("a reason is required for every switch change (it goes into the event log)")
+    return reason
+
+
+def _set_switch(home: Home | str | os.PathLike, name: str, filename: str, on: bool, reason: str,
+                current: Switch) -> Switch:
+    if not isinstance(on, bool):
+        raise SwitchError(f"{name}: expected on=True or on=False, got {on!r}")
+    home = _home(home)
+    reason = _check_reason(reason)
+    record = {"schema": "switch/1", "name": name, "on": on, "by": events.who(),
+              "at": now().isoformat(timespec="seconds"), "reason": reason}
+    atomic.write_json(home.state / filename, record)
+    events.append(home, f"{name.upper()}_{'ON' if on else 'OFF'}", switch=name, on=on,
+                  previous=current.on if current.readable else "unreadable", reason=reason)
+    return Switch(name, on, record["by"], record["at"], reason)
+
+
+def emergency_stop(home: Home | str | os.PathLike) -> Switch:
+    """The emergency stop: off by default; on when its file is unreadable."""
+    return _switch(home, "emergency_stop", ESTOP_FILE, default=False, fail_closed=True)
+
+
+def set_emergency_stop(home: Home | str | os.PathLike, on: bool, reason: str) -> Switch:
+    return _set_switch(home, "emergency_stop", ESTOP_FILE, on, reason, emergency_stop(home))
+
+
+def sender(home: Home | str | os.PathLike) -> Switch:
+    """The sender switch: OFF on a fresh home and when its file is unreadable."""
+    return _switch(home, "sender", SENDER_FILE, default=False, fail_closed=False)
+
+
+def set_sender(home: Home | str | os.PathLike, on: bool, reason: str) -> Switch:
+    return _set_switch(home, "sender", SENDER_FILE, on, reason, sender(home))
+
+
+def gate_state(home: Home | str | os.PathLike) -> Gate:
+    """The execution gate with who set it; MOCK_ONLY and readable=False when the file is damaged."""
+    path = _home(home).state / GATE_FILE
+    data, error = _read(path)
+    if error is None and data is not None and data.get("mode") not in GATE_MODES:
+        error = f"{GATE_FILE}: mode {data.get('mode')!r} is not one of {', '.join(GATE_MODES)}"
+    if error is None and data is not None and data.get("mode") == REAL_ENABLED:
+        # REAL_ENABLED needs a two-key approval that does not exist yet: a hand-written file cannot grant it
+        error = f"{GATE_FILE}: REAL_ENABLED without a two-key approval"
+    if error:
+        return Gate(MOCK_ONLY, "unknown", None, error, readable=False, error=error)
+    if data is None:
+        return Gate(DEFAULT_GATE, "default", None, "never set")
+    return Gate(data["mode"], str(data.get("by", "unknown")), data.get("at"), str(data.get("reason", "")))
+
+
+def gate(home: Home | str | os.PathLike) -> str:
+    """MOCK_ONLY | DRY_RUN | REAL_ENABLED; DRY_RUN by default, MOCK_ONLY (the most closed) when unreadable."""
+    return gate_state(home).mode
+
+
+def set_gate(home: Home | str | os.PathLike, mode: str, reason: str) -> Gate:
+    home = _home(home)
+    mode = str(mode).upper()
+    if mode not in GATE_MODES:
+        raise SwitchError(f"gate: expected one of {', '.join(GATE_MODES)}, got {mode!r}")
+    reason = _check_reason(reason)
+    current = gate_state(home)
+    if mode == REAL_ENABLED:
+        events.append(home, "GATE_CHANGE_REFUSED", requested=mode, current=current.mode, reason=reason,
+                      why="two-key approval required")
+        raise SwitchError("gate: REAL_ENABLED is refused: it needs a two-key approval, and the approval "
+                          "workflow does not exist yet; the gate stays " + current.mode)
+    record = {"schema": "gate/1", "mode": mode, "by": events.who(),
+              "at": now().isoformat(timespec="seconds"), "reason": reason}
+    atomic.write_json(home.state / GATE_FILE, record)
+    events.append(home, "GATE_SET", mode=mode, previous=current.mode if current.readable else "unreadable",
+                  reason=reason)
+    return Gate(mode, record["by"], record["at"], reason)
+
+
+def external_send_allowed(home: Home | str | os.PathLike) -> tuple[bool, str]:
+    """(True, "") only when the emergency stop is readable and off, the sender readable and on, and the gate
+    readable and not MOCK_ONLY; otherwise (False, why)."""
+    stop = emergency_stop(home)
+    if not stop.readable:
+        return False, f"emergency stop state unreadable ({stop.error}): treated as on"
+    if stop.on:
+        return False, f"emergency stop is on (by {stop.by} at {stop.at}: {stop.reason})"
+    snd = sender(home)
+    if not snd.readable:
+        return False, f"sender state unreadable ({snd.error}): treated as off"
+    if not snd.on:
+        return False, "sender switch is off" + ("" if snd.by == "default" else f" (by {snd.by}: {snd.reason})")
+    g = gate_state(home)
+    if not g.readable:
+        return False, f"gate state unreadable ({g.error}): treated as MOCK_ONLY"
+    if g.mode == MOCK_ONLY:
+        return False, "gate is MOCK_ONLY: no external call of any kind"
+    return True, ""
