@@ -69,6 +69,16 @@ def add_error_sink(handler: logging.Handler) -> None:
     logging.getLogger(ROOT).addHandler(handler)
 
 
+def remove_error_sink(handler: logging.Handler) -> None:
+    """Unplug an error sink (the Slack handler does this when it closes)."""
+    _ERROR_SINKS.remove(handler)
+    logging.getLogger(ROOT).removeHandler(handler)
+
+
+def error_sinks() -> list[logging.Handler]:
+    return list(_ERROR_SINKS)
+
+
 def setup_logging(job: str, home: Home | None = None, *, console: bool = True, level: int = logging.INFO) -> None:
     """Configure the project's root logger for one job: console (stderr) and the job's daily log file."""
     root = logging.getLogger(ROOT)
@@ -92,3 +102,9 @@ def setup_logging(job: str, home: Home | None = None, *, console: bool = True, l
             root.addHandler(file_handler)
         except OSError as exc:  # a read-only home still lets the job run and say so
             root.warning("cannot write log file in %s: %s", home.logs, exc)
+    try:  # the Slack ERROR log, once per process, when notify.yaml and a token or webhook say so
+        from common.slacklog import send_verbose_log_to_slack
+
+        send_verbose_log_to_slack(home, job)
+    except Exception as exc:  # telemetry must never stop a job; a bad notify.yaml fails the job that reads it
+        root.warning("Slack ERROR log not attached: %s", exc)
