@@ -1,0 +1,238 @@
+"""The end-of-day store: Parquet under data/eod/, one file per year, every write atomic.
+
+Layout: data/eod/<YYYY>.parquet (rows sorted by date, ticker), data/eod/tickers.parquet (name, market and first
+and last date of every ticker ever seen) and data/eod/manifest.json (dates stored, dates found closed). The
+manifest is written last, so a crash at any point leaves a store whose manifest never claims a missing day;
+the worst case is a day fetched again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from common import atomic
+from common.home import Home
+
+# The normalized frame every source returns for one trading day.
+COLUMNS = [
+    "date", "ticker", "name", "market", "open", "high", "low", "close",
+    "volume", "value", "change_pct", "market_cap", "halted",
+]
+SCHEMA = pa.schema([
+    ("date", pa.date32()),
+    ("ticker", pa.string()),
+    ("name", pa.string()),
+    ("market", pa.string()),
+    ("open", pa.int64()),
+    ("high", pa.int64()),
+    ("low", pa.int64()),
+    ("close", pa.int64()),
+    ("volume", pa.int64()),
+    ("value", pa.int64()),
+    ("change_pct", pa.float64()),
+    ("market_cap", pa.int64()),
+    ("halted", pa.bool_()),
+])
+PANEL_FIELDS = ("open", "high", "low", "close", "volume", "value", "change_pct", "market_cap", "halted")
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+def validate_day(frame: pd.DataFrame, day: dt.date, source: str) -> pd.DataFrame:
+    """Check a source's frame for one day against COLUMNS; return it typed and sorted by ticker."""
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise StoreError(f"{source} {day}: missing columns {missing}")
+    out = frame[COLUMNS].copy()
+    if not (pd.to_datetime(out["date"]).dt.date == day).all():
+        raise StoreError(f"{source} {day}: rows dated another day")
+    if out["ticker"].duplicated().any():
+        dup = out.loc[out["ticker"].duplicated(), "ticker"].iloc[0]
+        raise StoreError(f"{source} {day}: ticker {dup} appears twice")
+    bad = out["ticker"].map(lambda t: not (isinstance(t, str) and len(t) == 6))
+    if bad.any():
+        raise StoreError(f"{source} {day}: ticker {out.loc[bad, 'ticker'].iloc[0]!r} is not a 6-character string")
+    return out.sort_values("ticker", kind="stable").reset_index(drop=True)
+
+
+class EodStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @classmethod
+    def for_home(cls, home: Home) -> EodStore:
+        return cls(home.data / "eod")
+
+    # --- manifest --------------------------------------------------------------------------------------------
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def _manifest(self) -> dict:
+        if not self.manifest_path.exists():
+            return {"dates": [], "closed": []}
+        try:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            return {"dates": list(data["dates"]), "closed": list(data["closed"])}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"{self.manifest_path}: unreadable manifest ({exc}); expected keys dates, closed") from exc
+
+    def _write_manifest(self, dates: set[str], closed: set[str]) -> None:
+        atomic.write_json(self.manifest_path, {
+            "schema": "eod_manifest/1", "dates": sorted(dates), "closed": sorted(closed),
+        })
+
+    def stored_dates(self) -> set[dt.date]:
+        return {dt.date.fromisoformat(d) for d in self._manifest()["dates"]}
+
+    def closed_dates(self) -> set[dt.date]:
+        """Days a source answered as closed although the calendar listed them as trading days."""
+        return {dt.date.fromisoformat(d) for d in self._manifest()["closed"]}
+
+    def last_date(self) -> dt.date | None:
+        dates = self._manifest()["dates"]
+        return dt.date.fromisoformat(max(dates)) if dates else None
+
+    def first_date(self) -> dt.date | None:
+        dates = self._manifest()["dates"]
+        return dt.date.fromisoformat(min(dates)) if dates else None
+
+    # --- writing ---------------------------------------------------------------------------------------------
+
+    def _year_path(self, year: int) -> Path:
+        return self.root / f"{year}.parquet"
+
+    def write(self, frames: Iterable[pd.DataFrame], closed: Iterable[dt.date] = ()) -> int:
+        """Store whole days (frames from `validate_day`) and closed days; returns the rows written."""
+        frames = [f for f in frames if len(f)]
+        manifest = self._manifest()
+        dates, closed_set = set(manifest["dates"]), set(manifest["closed"])
+        rows = 0
+        if frames:
+            new = pd.concat(frames, ignore_index=True)
+            new["date"] = pd.to_datetime(new["date"]).dt.date
+            new_table = pa.Table.from_pandas(new[COLUMNS], schema=SCHEMA, preserve_index=False)
+            years = pd.Series([d.year for d in new["date"]])
+            for year in sorted(years.unique()):
+                part = new_table.filter(pa.array((years == year).to_numpy()))
+                self._merge_year(int(year), part)
+            self._merge_tickers(new)
+            rows = len(new)
+            dates |= {d.isoformat() for d in new["date"].unique()}
+        closed_set |= {d.isoformat() for d in closed}
+        self._write_manifest(dates, closed_set - dates)
+        return rows
+
+    def _merge_year(self, year: int, part: pa.Table) -> None:
+        path = self._year_path(year)
+        if path.exists():
+            old = pq.read_table(path, schema=SCHEMA)
+            replaced = pa.compute.is_in(old["date"], value_set=pa.compute.unique(part["date"]))
+            part = pa.concat_tables([old.filter(pa.compute.invert(replaced)), part])
+        part = part.sort_by([("date", "ascending"), ("ticker", "ascending")])
+        atomic.write_bytes(path, _parquet_bytes(part))
+
+    def _merge_tickers(self, new: pd.DataFrame) -> None:
+        """Keep one row per ticker ever seen: its latest name and market, its first and last date."""
+        agg = new.sort_values("date").groupby("ticker").agg(
+            name=("name", "last"), market=("market", "last"), first_date=("date", "min"), last_date=("date", "max"))
+        old = self.tickers()
+        if len(old):
+            both = pd.concat([old, agg])
+            agg = both.groupby(level=0).agg(
+                name=("name", "last"), market=("market", "last"),
+                first_date=("first_date", "min"), last_date=("last_date", "max"))
+            # the newest name and market win, whichever frame they came from
+            latest = both.reset_index().sort_values("last_date").groupby("ticker").last()
+            agg[["name", "market"]] = latest[["name", "market"]]
+        table = pa.Table.from_pandas(agg.reset_index().rename(columns={"index": "ticker"}), preserve_index=False)
+        atomic.write_bytes(self.root / "tickers.parquet", _parquet_bytes(table))
+
+    # --- reading ---------------------------------------------------------------------------------------------
+
+    def tickers(self) -> pd.DataFrame:
+        """Index ticker; columns name, market, first_date, last_date."""
+        path = self.root / "tickers.parquet"
+        if not path.exists():
+            empty = pd.Index([], name="ticker")
+            return pd.DataFrame(columns=["name", "market", "first_date", "last_date"], index=empty)
+        return pq.read_table(path).to_pandas().set_index("ticker")
+
+    def _years(self, start: dt.date | None, end: dt.date | None) -> list[Path]:
+        paths = sorted(self.root.glob("[0-9][0-9][0-9][0-9].parquet"))
+        lo, hi = (start.year if start else 0), (end.year if end else 9999)
+        return [p for p in paths if lo <= int(p.stem) <= hi]
+
+    def read_rows(self, start: dt.date | None = None, end: dt.date | None = None,
+                  columns: list[str] | None = None) -> pa.Table:
+        """The stored rows between two dates (inclusive) as one Arrow table."""
+        paths = self._years(start, end)
+        if not paths:
+            return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
+        filters = []
+        if start is not None:
+            filters.append(("date", ">=", start))
+        if end is not None:
+            filters.append(("date", "<=", end))
+        tables = [pq.read_table(p, columns=columns, filters=filters or None, schema=SCHEMA) for p in paths]
+        return pa.concat_tables(tables)
+
+    def load_panel(self, fields: Iterable[str] = ("close",), start: dt.date | None = None,
+                   end: dt.date | None = None) -> dict[str, pd.DataFrame]:
+        """Wide panels (DatetimeIndex of stored days x ticker columns, sorted) per field; NaN where no row
+        (not yet listed or delisted). `halted` is a bool panel (False where no row)."""
+        fields = list(fields)
+        unknown = [f for f in fields if f not in PANEL_FIELDS]
+        if unknown:
+            raise StoreError(f"unknown panel field(s) {unknown}; expected some of {list(PANEL_FIELDS)}")
+        table = self.read_rows(start, end, ["date", "ticker", *fields])
+        days = np.asarray(table["date"].combine_chunks().cast(pa.int32()).to_numpy(zero_copy_only=False))
+        enc = pa.compute.dictionary_encode(table["ticker"]).combine_chunks()
+        names = np.asarray(enc.dictionary.to_pylist(), dtype=object)
+        order = np.argsort(names)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        ti = rank[np.asarray(enc.indices.to_numpy(zero_copy_only=False))]
+        # rows are sorted by date within each year file and the files are read in year order
+        starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]]) if len(days) else np.array([], dtype=int)
+        di = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(days)]))
+        index = pd.DatetimeIndex(days[starts].astype("datetime64[D]").astype("datetime64[ns]"), name="date")
+        columns = pd.Index(names[order], name="ticker")
+        out = {}
+        for field in fields:
+            values = table[field].combine_chunks().to_numpy(zero_copy_only=False)
+            if field == "halted":
+                grid = np.zeros((len(index), len(columns)), dtype=bool)
+            else:
+                grid = np.full((len(index), len(columns)), np.nan)
+            grid[di, ti] = values
+            out[field] = pd.DataFrame(grid, index=index, columns=columns)
+        return out
+
+    def content_hash(self, start: dt.date | None = None, end: dt.date | None = None) -> str:
+        """A short hash of the stored rows in a window: ties a backtest result to the data it saw."""
+        digest = hashlib.sha256()
+        for p in self._years(start, end):
+            digest.update(p.name.encode())
+            digest.update(p.read_bytes())
+        digest.update(f"{start}:{end}".encode())
+        return digest.hexdigest()[:16]
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
