@@ -256,8 +256,8 @@ def run(args: argparse.Namespace) -> int:
     events.append(home, "ALERT_RENDERED", correlation_id=cid, date=scan["asof"], policy=policy,
                   rows=len(scan["rows"]), messages=len(messages), scan_file=path.name)
 
-    sender = slack.sender(channel) if policy == "SLACK" else None
-    # the payloads exactly as they go over the wire (web API form when there is no sender yet)
+    sender = slack.sender(channel)  # built without any network call: it shapes the payloads even for the console
+    # the payloads exactly as they go (or would go) over the wire; web API form when no credentials are set
     payloads = sender.payloads(messages) if sender else [{"channel": channel, "text": m.text, "blocks": m.blocks}
                                                           for m in messages]
     box: dict[str, Any] = {
