@@ -1,0 +1,247 @@
+"""`backtest_request/1`: the one request schema, checked by the NAS before it queues and by the worker before any
+work (DESIGN section 7).
+
+    {"schema": "backtest_request/1", "id": "...", "created_at": "2024-01-05T16:10:00+09:00",
+     "strategy": "momentum_topN_v1", "params": {"top_n": 10}, "universe": "ALL",
+     "start": "2021-01-04", "end": "2024-01-05", "requested_by": "nas", "correlation_id": "20240105-..."}
+
+- `id` matches `[A-Za-z0-9._-]{1,128}` (not "." or "..") and equals the file name's stem.
+- `strategy` is in the allowlist of configs/strategies.yaml; `params` are overrides of that strategy's parameters
+  and must pass the same checks as the config file.
+- `universe` is a market name (UNIVERSES) or a list of 6-character tickers.
+- No other field is allowed: a request never chooses a path, a job or anything outside these fields.
+
+Every failure is a RequestError with one of the codes below and a message that names the file and the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from common import config
+from common.home import Home
+from common.log import now
+from common.queue import ID_RE, is_valid_id
+
+SCHEMA = "backtest_request/1"
+DEFAULT_MAX_BYTES = 1_048_576
+INVALID_JSON, INVALID_REQUEST, STRATEGY_NOT_ALLOWED, TOO_LARGE = (
+    "INVALID_JSON", "INVALID_REQUEST", "STRATEGY_NOT_ALLOWED", "TOO_LARGE")
+REQUIRED = ("schema", "id", "created_at", "strategy", "params", "universe", "start", "end", "requested_by")
+OPTIONAL = ("correlation_id",)
+UNIVERSES = ("ALL", "KOSPI", "KOSDAQ", "KONEX")
+TICKER_RE = re.compile(r"[0-9A-Z]{6}")
+MAX_TICKERS = 5000
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TEXT_RE = re.compile(r"[^\x00-\x1f\x7f]{1,128}")  # printable one-liners: they end up in logs
+
+
+class RequestError(ValueError):
+    """A request that must not run. `code` is the error_code written to failed/<id>.error.json."""
+
+    def __init__(self, code: str, message: str, *, file: str = "<request>", field: str | None = None):
+        self.code, self.file, self.field = code, file, field
+        super().__init__(message)
+
+
+def _err(code: str, file: str, field: str | None, what: str) -> RequestError:
+    where = f"{file}: {field}" if field else file
+    return RequestError(code, f"{where}: {what}", file=file, field=field)
+
+
+# --- reading ---------------------------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse(data: bytes, *, file: str = "<request>") -> dict:
+    """Bytes -> the request object. INVALID_JSON for anything that is not one UTF-8 JSON object text."""
+    if not data.strip():
+        raise _err(INVALID_JSON, file, None, "empty file")
+    try:
+        text = data.decode("utf-8-sig")  # Notepad's BOM is harmless
+    except UnicodeDecodeError as exc:
+        raise _err(INVALID_JSON, file, None, f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; deep nesting recurses
+        raise _err(INVALID_JSON, file, None, f"not valid JSON: {exc}"[:300]) from None
+    if not isinstance(obj, dict):
+        raise _err(INVALID_REQUEST, file, None, f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def read(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
+    """Read and parse one request file. The size is checked before reading (TOO_LARGE), and again while reading
+    in case the file grows; a symbolic link is refused (a request never chooses a path)."""
+    path = Path(path)
+    file = path.name
+    st = os.lstat(path)
+    if not os.path.isfile(path) or os.path.islink(path):
+        raise _err(INVALID_REQUEST, file, None, "not a regular file")
+    if st.st_size > max_bytes:
+        raise _err(TOO_LARGE, file, None, f"{st.st_size} bytes is over the limit of {max_bytes} bytes")
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise _err(TOO_LARGE, file, None, f"over the limit of {max_bytes} bytes")
+    return parse(data, file=file)
+
+
+# --- validating ------------------------------------------------------------------------------------------------
+
+
+def _text(request: Mapping, key: str, file: str) -> str:
+    value = request[key]
+    if not isinstance(value, str) or not _TEXT_RE.fullmatch(value):
+        raise _err(INVALID_REQUEST, file, key, f"expected a one-line string of 1 to 128 characters, got {value!r:.80}")
+    return value
+
+
+def _date(request: Mapping, key: str, file: str) -> dt.date:
+    value = request[key]
+    try:
+        if not isinstance(value, str) or not _DATE_RE.fullmatch(value):  # fromisoformat also takes week dates
+            raise ValueError
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise _err(INVALID_REQUEST, file, key, f"expected a date YYYY-MM-DD, got {value!r:.80}") from None
+
+
+def _universe(value: Any, file: str) -> None:
+    if isinstance(value, str):
+        if value not in UNIVERSES:
+            raise _err(INVALID_REQUEST, file, "universe", f"expected one of {', '.join(UNIVERSES)} or a list of "
+                       f"tickers, got {value!r:.80}")
+        return
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_TICKERS:
+        raise _err(INVALID_REQUEST, file, "universe", f"expected one of {', '.join(UNIVERSES)} or a list of 1 to "
+                   f"{MAX_TICKERS} tickers, got {type(value).__name__}")
+    for i, ticker in enumerate(value):
+        if not isinstance(ticker, str) or not TICKER_RE.fullmatch(ticker):
+            raise _err(INVALID_REQUEST, file, f"universe[{i}]", f"expected a 6-character ticker, got {ticker!r:.40}")
+    if len(set(value)) != len(value):
+        raise _err(INVALID_REQUEST, file, "universe", "lists a ticker twice")
+
+
+def strategies_config(home: Home | None = None) -> dict:
+    """configs/strategies.yaml of the home, validated (the allowlist and each strategy's parameters)."""
+    return config.load("strategies", home)
+
+
+def validate(request: Any, *, stem: str | None = None, home: Home | None = None, strategies: Mapping | None = None,
+             file: str = "<request>") -> dict:
+    """Check a parsed request against backtest_request/1 and the strategies config (loaded from `home` unless
+    given). `stem` is the request file's id part, which the id must equal. Returns a copy with
+    correlation_id filled in (None when absent)."""
+    if not isinstance(request, Mapping):
+        raise _err(INVALID_REQUEST, file, None, f"expected a JSON object, got {type(request).__name__}")
+    unknown = sorted(str(k) for k in request if k not in REQUIRED and k not in OPTIONAL)
+    if unknown:
+        raise _err(INVALID_REQUEST, file, unknown[0], "unknown field (allowed: " + ", ".join(REQUIRED + OPTIONAL) + ")")
+    missing = [k for k in REQUIRED if k not in request]
+    if missing:
+        raise _err(INVALID_REQUEST, file, missing[0], "missing field" + (
+            f" (also missing: {', '.join(missing[1:])})" if missing[1:] else ""))
+    if request["schema"] != SCHEMA:
+        raise _err(INVALID_REQUEST, file, "schema", f"expected {SCHEMA!r}, got {request['schema']!r:.80}")
+    request_id = request["id"]
+    if not is_valid_id(request_id):
+        raise _err(INVALID_REQUEST, file, "id", f"expected a file-name-safe id matching {ID_RE.pattern} (not '.' "
+                   f"or '..'), got {request_id!r:.80}")
+    if stem is not None and request_id != stem:
+        raise _err(INVALID_REQUEST, file, "id", f"{request_id!r} differs from the file name {stem!r}")
+    created = _text(request, "created_at", file)
+    try:
+        dt.datetime.fromisoformat(created)
+    except ValueError:
+        raise _err(INVALID_REQUEST, file, "created_at", f"expected an ISO 8601 date-time, got {created!r}") from None
+    _text(request, "requested_by", file)
+    if request.get("correlation_id") is not None:
+        _text(request, "correlation_id", file)
+    start, end = _date(request, "start", file), _date(request, "end", file)
+    if start > end:
+        raise _err(INVALID_REQUEST, file, "end", f"{end} is before start {start}")
+    _universe(request["universe"], file)
+
+    strategy = request["strategy"]
+    if not isinstance(strategy, str):
+        raise _err(INVALID_REQUEST, file, "strategy", f"expected a string, got {type(strategy).__name__}")
+    strategies = strategies_config(home) if strategies is None else strategies
+    allowed = list(strategies.get("allowlist", []))
+    if strategy not in allowed or strategy not in strategies.get("strategies", {}):
+        raise _err(STRATEGY_NOT_ALLOWED, file, "strategy", f"{strategy!r:.80} is not in the allowlist of "
+                   f"configs/strategies.yaml ({', '.join(allowed) or 'empty'})")
+    params = request["params"]
+    if not isinstance(params, Mapping):
+        raise _err(INVALID_REQUEST, file, "params", f"expected an object of parameter overrides, got "
+                   f"{type(params).__name__}")
+    try:
+        config.check_strategy_params(params, strategies["strategies"][strategy], source=file)
+    except config.ConfigError as exc:
+        prefix = f"{exc.file}: {exc.key or '<top>'}: "
+        what = str(exc)[len(prefix):] if str(exc).startswith(prefix) else f"expected {exc.expected}"
+        raise _err(INVALID_REQUEST, file, f"params.{exc.key}" if exc.key else "params", what[:300]) from None
+    out = dict(request)
+    out.setdefault("correlation_id", None)
+    return out
+
+
+def load(path: str | os.PathLike, *, stem: str | None = None, home: Home | None = None,
+         strategies: Mapping | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
+    """Read, parse and validate one request file (stem: the id its name carries; default: the file's stem)."""
+    path = Path(path)
+    request = read(path, max_bytes=max_bytes)
+    return validate(request, stem=path.stem if stem is None else stem, home=home, strategies=strategies,
+                    file=path.name)
+
+
+# --- building --------------------------------------------------------------------------------------------------
+
+
+def _iso(day: dt.date | str) -> str:
+    return day if isinstance(day, str) else day.isoformat()
+
+
+def request_id(strategy: str, start: dt.date | str, end: dt.date | str, params: Mapping | None = None,
+               universe: str | list[str] = "ALL") -> str:
+    """A deterministic id from what the backtest computes, e.g. `momentum_topN_v1_20210104_20240105_3fa94c1b`:
+    the same request made twice gets the same id, so the queue takes it once."""
+    digest = hashlib.sha256(json.dumps([strategy, _iso(start), _iso(end), dict(params or {}), universe],
+                                       sort_keys=True, default=str).encode()).hexdigest()[:8]
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", strategy)[:80] or "request"
+    return f"{safe}_{_iso(start).replace('-', '')}_{_iso(end).replace('-', '')}_{digest}"
+
+
+def new_request(strategy: str, start: dt.date | str, end: dt.date | str, *, params: Mapping | None = None,
+                universe: str | list[str] = "ALL", requested_by: str | None = None,
+                correlation_id: str | None = None, id: str | None = None,
+                created_at: dt.datetime | str | None = None, home: Home | None = None,
+                strategies: Mapping | None = None) -> dict:
+    """A backtest_request/1, valid by construction (validated here; raises RequestError otherwise)."""
+    params = dict(params or {})
+    request = {
+        "schema": SCHEMA,
+        "id": id or request_id(strategy, start, end, params, universe),
+        "created_at": (created_at or now()).isoformat() if not isinstance(created_at, str) else created_at,
+        "strategy": strategy,
+        "params": params,
+        "universe": universe,
+        "start": _iso(start),
+        "end": _iso(end),
+        "requested_by": requested_by or (socket.gethostname() or "unknown")[:128],
+        "correlation_id": correlation_id,
+    }
+    return validate(request, home=home, strategies=strategies, file=f"{request['id']}.json")
