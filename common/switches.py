@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,14 @@ GATE_FILE = "gate.json"
 MOCK_ONLY, DRY_RUN, REAL_ENABLED = "MOCK_ONLY", "DRY_RUN", "REAL_ENABLED"
 GATE_MODES = (MOCK_ONLY, DRY_RUN, REAL_ENABLED)
 DEFAULT_GATE = DRY_RUN
+
+# MOCK_ONLY means no external call of any kind: these config overrides (read before any YAML value) force the
+# embedded sample source and keep Slack off, for the alert and for the ERROR log alike.
+MOCK_ONLY_ENV = {
+    "KRX__APP__SOURCE": "sample",
+    "KRX__NOTIFY__DELIVERY_POLICY": "CONSOLE_ONLY",
+    "KRX__NOTIFY__ERROR_LOG_TO_SLACK": "false",
+}
 
 
 class SwitchError(ValueError):
@@ -171,6 +180,15 @@ def set_gate(home: Home | str | os.PathLike, mode: str, reason: str) -> Gate:
     events.append(home, "GATE_SET", mode=mode, previous=current.mode if current.readable else "unreadable",
                   reason=reason)
     return Gate(mode, record["by"], record["at"], reason)
+
+
+def enforce_mock_only(home: Home | str | os.PathLike, environ: MutableMapping[str, str] | None = None) -> bool:
+    """When the gate is MOCK_ONLY (or unreadable), put MOCK_ONLY_ENV into `environ` (os.environ by default) so this
+    process and its children load a config with no external channel; returns whether it did."""
+    if gate(home) != MOCK_ONLY:
+        return False
+    (os.environ if environ is None else environ).update(MOCK_ONLY_ENV)
+    return True
 
 
 def external_send_allowed(home: Home | str | os.PathLike) -> tuple[bool, str]:

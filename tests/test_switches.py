@@ -86,3 +86,15 @@ def test_hand_written_real_enabled_is_not_trusted(home: Home) -> None:
     (home.state / switches.GATE_FILE).write_text('{"mode": "REAL_ENABLED"}')
     g = switches.gate_state(home)
     assert g.mode == "MOCK_ONLY" and not g.readable
+
+
+def test_enforce_mock_only(home: Home) -> None:
+    env: dict[str, str] = {"KRX__APP__SOURCE": "pykrx"}
+    assert not switches.enforce_mock_only(home, env) and env == {"KRX__APP__SOURCE": "pykrx"}
+    switches.set_gate(home, "MOCK_ONLY", "test")
+    assert switches.enforce_mock_only(home, env)
+    assert env == switches.MOCK_ONLY_ENV
+    from common import config
+
+    assert config.load("app", home, env=env)["source"] == "sample"
+    assert config.load("notify", home, env=env)["error_log_to_slack"] is False

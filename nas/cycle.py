@@ -1,0 +1,372 @@
+"""`krx ops cycle [--date D]`: the NAS's daily run, in the order the runbook asks for.
+
+preflight (dependencies, configs, home writable, credentials, free disk) -> emergency stop -> gate ->
+ingest -> scan -> alert -> request (-> sync push when app.yaml sync.remote is set).
+
+Each step runs as its own process (`python -m common.cli <step> ...`): its exit code is real (0 ok, 2 blocked,
+3 failed) and a crash of one cannot take the cycle down. Under MOCK_ONLY the children get the sample source and no
+Slack through the environment, on top of `switches.external_send_allowed` saying no.
+
+Every run writes a receipt (schema ops_run_receipt/1) to reports/ops/daily/ops_report_latest.json and
+reports/ops/daily/snapshots/ops_run_<YYYYMMDD-HHMMSS>.json, appends its events with the day's correlation id, and
+exits 0 (COMPLETED or WARN), 2 (BLOCKED by a safety check) or 3 (FAILED).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from common import atomic, config, events, log, switches
+from common.home import Home
+
+EXIT_OK, EXIT_BLOCKED, EXIT_FAILED = 0, 2, 3
+SCHEMA = "ops_run_receipt/1"
+COMPLETED, WARN, BLOCKED, FAILED = "COMPLETED", "WARN", "BLOCKED", "FAILED"
+OK, SKIPPED = "OK", "SKIPPED"
+EXIT_OF = {COMPLETED: EXIT_OK, WARN: EXIT_OK, BLOCKED: EXIT_BLOCKED, FAILED: EXIT_FAILED}
+
+SECRET_NAMES = ("KRX_ID", "KRX_PW", "SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL")
+BASE_DEPENDENCIES = ("pandas", "numpy", "pyarrow", "yaml", "tenacity", "exchange_calendars", "rich", "dotenv")
+DATA_STEPS = ("ingest", "scan", "alert", "request")
+# A step whose output the next ones read: when it is blocked, the rest would work on stale data.
+STOP_WHEN_BLOCKED = ("ingest", "scan")
+
+_log = log.get("ops")
+
+
+@dataclass
+class Step:
+    name: str
+    status: str            # OK | WARN | BLOCKED | FAILED | SKIPPED
+    rc: int | None
+    elapsed_ms: int
+    details: str
+
+
+def daily_dir(home: Home) -> Path:
+    return home.reports / "ops" / "daily"
+
+
+def latest_receipt_path(home: Home) -> Path:
+    return daily_dir(home) / "ops_report_latest.json"
+
+
+def _redact(text: str, env: Mapping[str, str]) -> str:
+    for name in SECRET_NAMES:
+        value = str(env.get(name, "")).strip()
+        if len(value) >= 4:  # shorter "secrets" would blank out ordinary words
+            text = text.replace(value, "[REDACTED]")
+    return text
+
+
+def child_env(home: Home, mock_only: bool, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env["KRX_HOME"] = str(home.root)
+    if mock_only:
+        env.update(switches.MOCK_ONLY_ENV)
+    return env
+
+
+# --- preflight ------------------------------------------------------------------------------------------------
+
+
+def _check_dependencies(source: str, slack: bool) -> tuple[bool, str]:
+    wanted = list(BASE_DEPENDENCIES) + (["slack_sdk"] if slack else []) + (["pykrx"] if source == "pykrx" else [])
+    # find_spec, not import: importing pykrx logs in to KRX, which a preflight must never do
+    gone = [m for m in wanted if importlib.util.find_spec(m) is None]
+    return (not gone), ("missing: " + ", ".join(gone)) if gone else f"{len(wanted)} modules importable"
+
+
+def _check_writable(home: Home) -> tuple[bool, str]:
+    bad = []
+    for folder in (home.state, daily_dir(home), home.logs, home.data):
+        try:
+            probe = atomic.write_text(folder / f".krx_probe_{os.getpid()}", "probe")
+            probe.unlink()
+        except OSError as exc:
+            bad.append(f"{folder.relative_to(home.root)} ({exc.strerror})")
+    return (not bad), ("not writable: " + ", ".join(bad)) if bad else "state, reports, logs, data writable"
+
+
+def preflight(home: Home, env: Mapping[str, str], day: dt.date | None) -> list[dict]:
+    """Every check as {check, ok, details}; `ok` False on any means the cycle must not run."""
+    from nas import selftest
+
+    checks: list[dict] = []
+
+    def add(name: str, ok: bool, details: str) -> None:
+        checks.append({"check": name, "ok": bool(ok), "details": details})
+
+    try:
+        app = config.load("app", home, env=env)
+        notify = config.load("notify", home, env=env)
+        config.load("strategies", home, env=env)
+        add("configs", True, "app, notify, strategies valid")
+    except config.ConfigError as exc:
+        add("configs", False, str(exc))
+        return checks
+    slack_used = notify["delivery_policy"] == "SLACK" or notify["error_log_to_slack"]
+    add("dependencies", *_check_dependencies(app["source"], slack_used))
+    add("home_writable", *_check_writable(home))
+    reqs = selftest.requirements(home, env)
+    bad = selftest.missing(reqs)
+    add("credentials", not bad, ("missing secrets for: " + ", ".join(r.channel for r in bad)) if bad
+        else f"source {app['source']}, delivery {notify['delivery_policy']}: required secrets present")
+    try:
+        free_mb = shutil.disk_usage(home.root).free // (1024 * 1024)
+        floor = app["ops"]["min_free_disk_mb"]
+        add("free_disk", free_mb >= floor, f"{free_mb} MB free (minimum {floor} MB)")
+    except OSError as exc:
+        add("free_disk", False, f"cannot read free space: {exc.strerror}")
+    try:
+        from common import calendar
+
+        cal = calendar.load(home)
+        if day is not None:
+            cal.is_trading_day(day)  # raises outside the calendar's range
+        add("calendar", True, f"XKRX {cal.first}..{cal.last}")
+    except Exception as exc:  # a broken calendar is a preflight failure, whatever the cause
+        add("calendar", False, f"{type(exc).__name__}: {exc}")
+    return checks
+
+
+# --- steps ----------------------------------------------------------------------------------------------------
+
+
+def _run_step(name: str, argv: list[str], env: Mapping[str, str], cwd: Path, timeout_s: float) -> Step:
+    cmd = [sys.executable, "-m", "common.cli", *argv]
+    started = time.monotonic()
+    log.event(_log, "OPS_STEP_START", f"step={name} cmd=krx {' '.join(argv)}")
+    try:
+        proc = subprocess.run(cmd, env=dict(env), cwd=cwd, capture_output=True, text=True,
+                              encoding="utf-8", errors="replace", timeout=timeout_s)
+        rc, out, err = proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        rc, out, err = None, _text(exc.stdout), _text(exc.stderr) + f"\ntimed out after {timeout_s:.0f}s"
+    except OSError as exc:
+        rc, out, err = None, "", f"cannot start: {exc.strerror}"
+    elapsed = int((time.monotonic() - started) * 1000)
+    out, err = _redact(out, env), _redact(err, env)
+    # the children's own lines go to the cycle's output, so a cron log holds the whole day
+    if out:
+        sys.stdout.write(out if out.endswith("\n") else out + "\n")
+    if err:
+        sys.stderr.write(err if err.endswith("\n") else err + "\n")
+    sys.stdout.flush()
+    status = {0: OK, 2: BLOCKED, 3: FAILED}.get(rc, FAILED)
+    lines = [ln.strip() for ln in (err + "\n" + out).splitlines() if ln.strip()]
+    if status == OK:
+        details = next((ln for ln in reversed(lines) if "[INFO]" in ln), lines[-1] if lines else "done")
+    else:
+        # the most telling line: the last ERROR/WARNING one, else the last line (a traceback's exception)
+        details = next((ln for ln in reversed(lines) if "[ERROR]" in ln or "[WARNING]" in ln),
+                       lines[-1] if lines else f"exit code {rc}")
+        if rc not in (0, 2, 3):
+            details = f"unexpected exit code {rc}: {details}"
+    details = details[:500]
+    level = logging.INFO if status == OK else (logging.WARNING if status == BLOCKED else logging.ERROR)
+    log.event(_log, "OPS_STEP_END", f"step={name} status={status} {details}", rc=rc, elapsed_ms=elapsed, level=level)
+    return Step(name, status, rc, elapsed, details)
+
+
+def _text(data: Any) -> str:
+    if data is None:
+        return ""
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+
+
+def _modes(home: Home, env: Mapping[str, str]) -> dict[str, str]:
+    stop, snd, g = switches.emergency_stop(home), switches.sender(home), switches.gate_state(home)
+    try:
+        policy = config.load("notify", home, env=env)["delivery_policy"]
+    except config.ConfigError:
+        policy = "UNREADABLE"
+    return {
+        "emergency_stop": ("ON" if stop.on else "OFF") if stop.readable else "UNREADABLE",
+        "gate": g.mode if g.readable else "UNREADABLE",
+        "delivery_policy": policy,
+        "sender": ("ON" if snd.on else "OFF") if snd.readable else "UNREADABLE",
+    }
+
+
+def _strategy(home: Home, env: Mapping[str, str]) -> str:
+    try:
+        return config.load("strategies", home, env=env)["allowlist"][0]
+    except (config.ConfigError, IndexError, KeyError):
+        return "unknown"
+
+
+def _emit(home: Home, name: str, cid: str | None, warnings: list[str], **fields: Any) -> None:
+    """Append to the event log; a failure to audit is a warning of the run, never a crash of it."""
+    try:
+        events.append(home, name, correlation_id=cid, **fields)
+    except OSError as exc:
+        warnings.append(f"EVENT_LOG_WRITE_FAILED: {exc.strerror}")
+        log.event(_log, "OPS_EVENT_LOG_FAILED", f"{name}: {exc}", level=logging.ERROR)
+
+
+def _write_receipt(home: Home, receipt: dict) -> Path:
+    snapshots = daily_dir(home) / "snapshots"
+    snapshots.mkdir(parents=True, exist_ok=True)
+    snap = snapshots / f"ops_run_{receipt['run_id']}.json"
+    n = 2
+    while snap.exists():  # two runs in one second keep both receipts
+        snap = snapshots / f"ops_run_{receipt['run_id']}_{n}.json"
+        n += 1
+    receipt["snapshot"] = str(snap.relative_to(home.root))
+    atomic.write_json(snap, receipt)
+    atomic.write_json(latest_receipt_path(home), receipt)
+    return snap
+
+
+def run_cycle(home: Home, day: dt.date | None = None, *, base_env: Mapping[str, str] | None = None) -> tuple[int,
+                                                                                                             dict]:
+    """Run the daily cycle once; returns (exit code, receipt). The receipt is also written to disk."""
+    started_at = log.now()
+    t0 = time.monotonic()
+    run_id = f"{started_at:%Y%m%d-%H%M%S}"
+    g = switches.gate_state(home)
+    mock_only = g.mode == switches.MOCK_ONLY  # an unreadable gate reads as MOCK_ONLY: the most closed
+    env = child_env(home, mock_only, base_env)
+    steps: list[Step] = []
+    warnings: list[str] = []
+    result, reason = COMPLETED, "OK"
+    asof = day
+    cid = None
+
+    def finish() -> tuple[int, dict]:
+        receipt = {
+            "schema": SCHEMA, "run_id": run_id, "started_at": started_at.isoformat(timespec="seconds"),
+            "finished_at": log.now().isoformat(timespec="seconds"), "result": result, "reason": reason,
+            "date": asof.isoformat() if asof else None, "correlation_id": cid,
+            "steps": [asdict(s) for s in steps], "observed_modes": _modes(home, env), "warnings": warnings,
+            "preflight": checks, "elapsed_ms": int((time.monotonic() - t0) * 1000),
+        }
+        try:
+            _write_receipt(home, receipt)
+        except OSError as exc:  # the exit code still tells cron what happened
+            log.event(_log, "OPS_RECEIPT_FAILED", f"{exc}", level=logging.ERROR)
+        _emit(home, "OPS_CYCLE_END", cid, [], run_id=run_id, result=result, reason=reason,
+              steps={s.name: s.status for s in steps})
+        rc = EXIT_OF[result]
+        level = logging.INFO if rc == EXIT_OK else (logging.WARNING if rc == EXIT_BLOCKED else logging.ERROR)
+        log.event(_log, "OPS_CYCLE_END", f"run_id={run_id} result={result} reason={reason}", rc=rc,
+                  elapsed_ms=receipt["elapsed_ms"], level=level)
+        return rc, receipt
+
+    # 1. preflight
+    p0 = time.monotonic()
+    checks = preflight(home, env, day)
+    failed = [c for c in checks if not c["ok"]]
+    steps.append(Step("preflight", FAILED if failed else OK, None, int((time.monotonic() - p0) * 1000),
+                      "; ".join(f"{c['check']}: {c['details']}" for c in failed)[:1000] if failed
+                      else f"all {len(checks)} checks passed ({', '.join(c['check'] for c in checks)})"))
+    cid = events.correlation_id(day, _strategy(home, env)) if day else None
+    ok_log, bad_line, log_msg = events.verify(home)
+    if not ok_log:
+        warnings.append(f"EVENT_LOG_TAMPERED: {log_msg}")
+        log.event(_log, "OPS_EVENT_LOG_TAMPERED", log_msg, level=logging.ERROR)
+    if failed:
+        result, reason = FAILED, "PREFLIGHT_FAIL"
+        _emit(home, "OPS_CYCLE_START", cid, warnings, run_id=run_id, gate=g.mode)
+        return finish()
+    if asof is None:
+        from common import calendar
+        from nas.ingest import latest_complete_day
+
+        asof = latest_complete_day(calendar.load(home))
+    cid = events.correlation_id(asof, _strategy(home, env))
+    _emit(home, "OPS_CYCLE_START", cid, warnings, run_id=run_id, date=asof.isoformat(), gate=g.mode)
+    log.event(_log, "OPS_CYCLE_START", f"run_id={run_id} date={asof} gate={g.mode} correlation_id={cid}")
+
+    # 2. the emergency stop, 3. the gate, and every other switch: an unreadable one blocks (fail closed)
+    stop, snd = switches.emergency_stop(home), switches.sender(home)
+    if not stop.readable:
+        steps.append(Step("emergency_stop", BLOCKED, None, 0, f"unreadable, treated as on: {stop.error}"))
+        result, reason = BLOCKED, "STATE_UNREADABLE"
+        return finish()
+    if stop.on:
+        steps.append(Step("emergency_stop", BLOCKED, None, 0, f"on since {stop.at} by {stop.by}: {stop.reason}"))
+        result, reason = BLOCKED, "STOPPED"
+        return finish()
+    steps.append(Step("emergency_stop", OK, None, 0, "off"))
+    if not g.readable or not snd.readable:
+        what = g.error if not g.readable else snd.error
+        steps.append(Step("gate", BLOCKED, None, 0, f"state unreadable, fail closed: {what}"))
+        result, reason = BLOCKED, "STATE_UNREADABLE"
+        return finish()
+    allowed, why = switches.external_send_allowed(home)
+    steps.append(Step("gate", OK, None, 0, f"{g.mode}" + (
+        ": sample source forced, no Slack, no sync" if mock_only else "") + (
+        "" if allowed else f"; external sends off ({why})")))
+
+    # 4. the steps
+    app = config.load("app", home, env=env)
+    timeout_s = float(app["ops"]["step_timeout_s"])
+    plan: list[tuple[str, list[str]]] = []
+    trading = True
+    if day is not None:
+        from common import calendar
+
+        cal = calendar.load(home)
+        trading = cal.is_trading_day(day)
+        date_args = ["--date", day.isoformat()]
+        plan = [("ingest", ["ingest", "--end", day.isoformat()]), ("scan", ["scan", *date_args]),
+                ("alert", ["alert", *date_args]), ("request", ["request", *date_args])]
+    else:
+        # no --date: run today (Seoul) if it is a trading day; each step picks the latest complete day itself
+        from common import calendar
+
+        cal = calendar.load(home)
+        trading = cal.is_trading_day(log.now().date())
+        plan = [(name, [name]) for name in DATA_STEPS]
+    if app["sync"]["remote"]:
+        plan.append(("sync", ["sync", "push"]))
+    skip_rest = ""
+    for name, argv in plan:
+        if name in DATA_STEPS and not trading:
+            when = day or log.now().date()
+            steps.append(Step(name, SKIPPED, None, 0, f"{when} is not a KRX trading day (next: "
+                                                      f"{cal.next_trading_day(when)}): data steps skipped"))
+            continue
+        if name == "sync" and mock_only:
+            steps.append(Step(name, SKIPPED, None, 0, "MOCK_ONLY: no external transfer"))
+            continue
+        if skip_rest:
+            steps.append(Step(name, SKIPPED, None, 0, skip_rest))
+            continue
+        stop = switches.emergency_stop(home)  # an operator may pull the stop while the day runs
+        if stop.on:
+            steps.append(Step(name, SKIPPED, None, 0, "emergency stop turned on during the cycle"))
+            result, reason, skip_rest = BLOCKED, "STOPPED", "emergency stop turned on during the cycle"
+            continue
+        step = _run_step(name, argv, env, home.root, timeout_s)
+        steps.append(step)
+        _emit(home, "OPS_STEP", cid, warnings, run_id=run_id, step=name, status=step.status, rc=step.rc,
+              elapsed_ms=step.elapsed_ms)
+        if step.status == FAILED:
+            result, reason, skip_rest = FAILED, f"STEP_FAILED:{name}", f"skipped: {name} failed"
+        elif step.status == BLOCKED:
+            if name in STOP_WHEN_BLOCKED:
+                result, reason, skip_rest = BLOCKED, f"STEP_BLOCKED:{name}", f"skipped: {name} was blocked"
+            elif result == COMPLETED:
+                result, reason = WARN, f"STEP_BLOCKED:{name}"
+    if result == COMPLETED:
+        if warnings:
+            result, reason = WARN, warnings[0].split(":", 1)[0]
+        elif not trading:
+            reason = "NON_TRADING_DAY"
+        elif mock_only:
+            reason = "GATE_MOCK_ONLY"
+    return finish()

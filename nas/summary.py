@@ -1,0 +1,296 @@
+"""`krx ops summary` and `krx ops status`: the risks of the day, for cron (JSON) and for a person (a table).
+
+reports/ops/summary/ops_summary_latest.json (schema ops_summary/1): `overall_status` and `top_risks` of
+{code, severity, message, evidence_refs}, most severe first. Risk codes:
+
+  EMERGENCY_STOP      CRITICAL  the emergency stop is on (or its file is unreadable)
+  STATE_UNREADABLE    CRITICAL  a switch file (sender, gate) is damaged: treated as stopped
+  EVENT_LOG_TAMPERED  CRITICAL  `verify-log` fails: a line was edited, deleted, inserted or reordered
+  LAST_RUN_FAILED     HIGH      the newest ops cycle receipt says FAILED
+  LAST_RUN_BLOCKED    MEDIUM    the newest ops cycle receipt says BLOCKED
+  DATA_STALE          HIGH      the EOD store's last date is behind the last complete trading day
+  FAILED_REQUESTS     HIGH      backtest requests sit in reports/failed
+  QUEUE_BACKLOG       MEDIUM    a request waits in reports/pending longer than ops.queue_backlog_hours
+  SECRETS_MISSING     HIGH      a required secret of an enabled channel or source is absent (self-test)
+  CONFIG_INVALID      HIGH      a config file does not validate
+  DISK_LOW            HIGH      free space in the home under ops.min_free_disk_mb
+
+overall_status: STOPPED (emergency stop) > BLOCKED (a damaged switch, or the last run was blocked) >
+NO_RUN_HISTORY (no cycle has run yet) > WARN (any other risk) > OK.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from common import atomic, config, events, log, switches
+from common.home import Home
+
+SCHEMA = "ops_summary/1"
+SEVERITY_ORDER = {"CRITICAL": 0, "HIGH": 1, "MEDIUM": 2, "LOW": 3}
+
+
+def summary_path(home: Home) -> Path:
+    return home.reports / "ops" / "summary" / "ops_summary_latest.json"
+
+
+def _rel(home: Home, path: Path) -> str:
+    try:
+        return str(path.relative_to(home.root))
+    except ValueError:
+        return str(path)
+
+
+def _risk(code: str, severity: str, message: str, refs: list[str] | None = None) -> dict:
+    return {"code": code, "severity": severity, "message": message, "evidence_refs": refs or []}
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=log.TZ)
+
+
+def _last_run(home: Home) -> tuple[dict | None, str | None]:
+    from nas.cycle import latest_receipt_path
+
+    path = latest_receipt_path(home)
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"{_rel(home, path)} unreadable: {exc}"
+
+
+def _data_stale(home: Home, now: dt.datetime) -> dict | None:
+    from common import calendar
+    from common.store import EodStore
+    from nas.ingest import latest_complete_day
+
+    store = EodStore.for_home(home)
+    ref = _rel(home, store.manifest_path)
+    try:
+        expected = latest_complete_day(calendar.load(home), now)
+        last = store.last_date()
+    except Exception as exc:  # a store or calendar that cannot be read is stale data for the user
+        return _risk("DATA_STALE", "HIGH", f"cannot tell how fresh the EOD store is: {type(exc).__name__}: {exc}",
+                     [ref])
+    if last is None:
+        return _risk("DATA_STALE", "HIGH", f"the EOD store is empty; the last complete trading day is {expected}",
+                     [ref])
+    if last < expected:
+        behind = len(calendar.load(home).sessions(last + dt.timedelta(days=1), expected))
+        return _risk("DATA_STALE", "HIGH", f"the EOD store ends {last}, {behind} trading day(s) behind {expected}",
+                     [ref])
+    return None
+
+
+def _queue_backlog(home: Home, hours: float, now: dt.datetime) -> dict | None:
+    old: list[tuple[float, Path]] = []
+    for path in sorted(home.queue("pending").glob("*.json")):
+        if path.name.startswith("."):
+            continue
+        created = None
+        try:
+            created = _parse_time(json.loads(path.read_text(encoding="utf-8")).get("created_at"))
+        except (OSError, ValueError, AttributeError):
+            pass
+        if created is None:  # unparseable: the file's own age is the best evidence there is
+            try:
+                created = dt.datetime.fromtimestamp(path.stat().st_mtime, log.TZ)
+            except OSError:
+                continue
+        age_h = (now - created).total_seconds() / 3600
+        if age_h > hours:
+            old.append((age_h, path))
+    if not old:
+        return None
+    oldest = max(a for a, _ in old)
+    return _risk("QUEUE_BACKLOG", "MEDIUM", f"{len(old)} request(s) pending longer than {hours:g} h (oldest "
+                 f"{oldest:.1f} h): is the PC worker running and the share reachable?",
+                 [_rel(home, p) for _, p in old[:10]])
+
+
+def _failed_requests(home: Home) -> dict | None:
+    failed = sorted(p for p in home.queue("failed").glob("*.json")
+                    if not p.name.startswith(".") and not p.name.endswith(".error.json"))
+    if not failed:
+        return None
+    return _risk("FAILED_REQUESTS", "HIGH", f"{len(failed)} backtest request(s) failed; see the .error.json beside "
+                 "each", [_rel(home, p) for p in failed[:10]])
+
+
+def build(home: Home, now: dt.datetime | None = None, env: Mapping[str, str] | None = None) -> dict:
+    """Assess the home and return the summary (not written)."""
+    from nas import selftest
+
+    now = now or log.now()
+    risks: list[dict] = []
+    stop, snd, g = switches.emergency_stop(home), switches.sender(home), switches.gate_state(home)
+    state_ref = _rel(home, home.state)
+    if stop.on:
+        what = f"on since {stop.at} by {stop.by}: {stop.reason}" if stop.readable else f"unreadable ({stop.error})"
+        risks.append(_risk("EMERGENCY_STOP", "CRITICAL", f"emergency stop {what}; nothing runs or sends",
+                           [f"{state_ref}/{switches.ESTOP_FILE}"]))
+    for name, item, filename in (("sender", snd, switches.SENDER_FILE), ("gate", g, switches.GATE_FILE)):
+        if not item.readable:
+            risks.append(_risk("STATE_UNREADABLE", "CRITICAL", f"{name} state unreadable ({item.error}): treated as "
+                               "stopped; set it again with krx ops", [f"{state_ref}/{filename}"]))
+
+    ok, bad_line, msg = events.verify(home)
+    if not ok:
+        ref = _rel(home, events.log_path(home)) + (f":{bad_line}" if bad_line else "")
+        risks.append(_risk("EVENT_LOG_TAMPERED", "CRITICAL", msg, [ref]))
+
+    receipt, receipt_error = _last_run(home)
+    from nas.cycle import latest_receipt_path
+
+    receipt_ref = _rel(home, latest_receipt_path(home))
+    if receipt_error:
+        risks.append(_risk("LAST_RUN_FAILED", "HIGH", receipt_error, [receipt_ref]))
+    elif receipt is not None:
+        refs = [receipt.get("snapshot") or receipt_ref]
+        if receipt.get("result") == "FAILED":
+            failed = [s["name"] for s in receipt.get("steps", []) if s.get("status") == "FAILED"]
+            risks.append(_risk("LAST_RUN_FAILED", "HIGH", f"ops run {receipt.get('run_id')} failed "
+                               f"({receipt.get('reason')}; steps: {', '.join(failed) or '-'})", refs))
+        elif receipt.get("result") == "BLOCKED":
+            risks.append(_risk("LAST_RUN_BLOCKED", "MEDIUM", f"ops run {receipt.get('run_id')} was blocked "
+                               f"({receipt.get('reason')})", refs))
+
+    app = None
+    try:
+        app = config.load("app", home, env=env)
+        config.load("notify", home, env=env)
+        config.load("strategies", home, env=env)
+    except config.ConfigError as exc:
+        risks.append(_risk("CONFIG_INVALID", "HIGH", str(exc), [_rel(home, Path(exc.file))]))
+    ops_cfg = app["ops"] if app else config.load("app", Home(Path("/nonexistent")), env={})["ops"]
+
+    risk = _data_stale(home, now)
+    if risk:
+        risks.append(risk)
+    risk = _queue_backlog(home, float(ops_cfg["queue_backlog_hours"]), now)
+    if risk:
+        risks.append(risk)
+    risk = _failed_requests(home)
+    if risk:
+        risks.append(risk)
+
+    if app is not None:
+        try:
+            gone = selftest.missing(selftest.requirements(home, env))
+        except config.ConfigError:
+            gone = []
+        if gone:
+            risks.append(_risk("SECRETS_MISSING", "HIGH", "required secrets absent for: " + ", ".join(
+                r.channel + " (" + (" or " if r.any_of else " and ").join(r.secrets) + ")" for r in gone),
+                ["krx ops self-test"]))
+
+    try:
+        free_mb = shutil.disk_usage(home.root).free // (1024 * 1024)
+    except OSError:
+        free_mb = -1
+    if free_mb < ops_cfg["min_free_disk_mb"]:
+        risks.append(_risk("DISK_LOW", "HIGH", f"{free_mb} MB free in {home.root} (minimum "
+                           f"{ops_cfg['min_free_disk_mb']} MB)", [str(home.root)]))
+
+    risks.sort(key=lambda r: SEVERITY_ORDER.get(r["severity"], 9))
+    codes = {r["code"] for r in risks}
+    if "EMERGENCY_STOP" in codes:
+        overall = "STOPPED"
+    elif codes & {"STATE_UNREADABLE", "LAST_RUN_BLOCKED"}:
+        overall = "BLOCKED"
+    elif receipt is None and receipt_error is None:
+        overall = "NO_RUN_HISTORY"
+    elif risks:
+        overall = "WARN"
+    else:
+        overall = "OK"
+    return {
+        "schema": SCHEMA,
+        "generated_at": now.isoformat(timespec="seconds"),
+        "home": str(home.root),
+        "overall_status": overall,
+        "top_risks": risks,
+        "modes": {
+            "emergency_stop": stop.to_dict(),
+            "sender": snd.to_dict(),
+            "gate": g.to_dict(),
+        },
+        "last_run": None if receipt is None else {
+            k: receipt.get(k) for k in ("run_id", "started_at", "finished_at", "result", "reason", "date",
+                                        "correlation_id", "steps", "observed_modes", "snapshot")
+        },
+        "event_log": {"ok": ok, "first_bad_line": bad_line, "message": msg},
+    }
+
+
+def write(home: Home, summary: dict) -> Path:
+    return atomic.write_json(summary_path(home), summary)
+
+
+STATUS_STYLE = {"OK": "bold green", "WARN": "bold yellow", "BLOCKED": "bold red", "STOPPED": "bold white on red",
+                "NO_RUN_HISTORY": "bold cyan", "COMPLETED": "green", "FAILED": "bold red", "SKIPPED": "dim",
+                "CRITICAL": "bold red", "HIGH": "red", "MEDIUM": "yellow", "LOW": "cyan"}
+
+
+def render(summary: dict, console: Any = None) -> None:
+    """Print the summary for a person: modes, the last run step by step, and the risks."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+
+    def styled(value: Any) -> str:
+        text = "-" if value is None else str(value)
+        style = STATUS_STYLE.get(text)
+        return f"[{style}]{text}[/]" if style else text
+
+    overall = summary["overall_status"]
+    console.print(f"krx ops status  {styled(overall)}  (generated {summary['generated_at']}, home {summary['home']})",
+                  highlight=False)
+
+    modes = Table(title="Switches", box=box.SIMPLE_HEAVY, title_justify="left")
+    for col in ("switch", "value", "set by", "at", "reason"):
+        modes.add_column(col)
+    for name, m in summary["modes"].items():
+        value = m.get("mode") or ("ON" if m.get("on") else "OFF")
+        if not m.get("readable", True):
+            value = f"UNREADABLE (-> {value})"
+        modes.add_row(name, value, m.get("by") or "-", m.get("at") or "-", m.get("reason") or "-")
+    console.print(modes)
+
+    run = summary.get("last_run")
+    if run:
+        steps = Table(title=f"Last run {run.get('run_id')}: {run.get('result')} ({run.get('reason')})",
+                      box=box.SIMPLE_HEAVY, title_justify="left")
+        for col in ("step", "status", "rc", "elapsed", "details"):
+            steps.add_column(col, overflow="fold")
+        for s in run.get("steps") or []:
+            rc = "-" if s.get("rc") is None else str(s.get("rc"))
+            steps.add_row(s.get("name", "?"), styled(s.get("status")), rc, f"{s.get('elapsed_ms', 0)} ms",
+                          str(s.get("details", ""))[:200])
+        console.print(steps)
+    else:
+        console.print("Last run: none yet (krx ops cycle has never run in this home)")
+
+    risks = Table(title="Top risks", box=box.SIMPLE_HEAVY, title_justify="left")
+    for col in ("severity", "code", "message", "evidence"):
+        risks.add_column(col, overflow="fold")
+    for r in summary["top_risks"]:
+        risks.add_row(styled(r["severity"]), r["code"], r["message"], "\n".join(r["evidence_refs"]))
+    if not summary["top_risks"]:
+        risks.add_row("-", "-", "no risk found", "-")
+    console.print(risks)
