@@ -40,7 +40,7 @@ def parse_date(text: str) -> dt.date:
 
 def _handlers(name: str):
     """(add_arguments, run) of a subcommand."""
-    if COMMANDS[name][0] == __name__:
+    if COMMANDS[name][0] == "common.cli":  # also when run as `python -m common.cli`
         return globals()[f"add_{name}_arguments"], globals()[f"run_{name}"]
     module = importlib.import_module(COMMANDS[name][0])
     return module.add_arguments, module.run

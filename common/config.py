@@ -193,6 +193,17 @@ def _merge(base: Any, over: Any) -> Any:
     return over
 
 
+def _scalar(raw: str) -> Any:
+    """An environment value read as a YAML scalar; text YAML would drop (e.g. '#invest_ops', a comment) stays text."""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if value is None and raw.strip() not in ("null", "~", "Null", "NULL"):
+        return raw
+    return value
+
+
 def _env_overrides(name: str, schema: Mapping, env: Mapping[str, str]) -> dict:
     """Collect KRX__<NAME>__... variables into a nested dict, keys matched to the schema's spelling."""
     prefix = f"{ENV_PREFIX}{name.upper()}__"
@@ -206,10 +217,7 @@ def _env_overrides(name: str, schema: Mapping, env: Mapping[str, str]) -> dict:
             known = {str(k).upper(): k for k in sch} if isinstance(sch, Mapping) else {}
             key = known.get(part.upper(), part.lower())
             if i == len(parts) - 1:
-                try:
-                    node[key] = yaml.safe_load(raw) if raw != "" else ""
-                except yaml.YAMLError:
-                    node[key] = raw
+                node[key] = _scalar(raw)
             else:
                 node = node.setdefault(key, {})
                 sch = sch.get(key, {}) if isinstance(sch, Mapping) else {}

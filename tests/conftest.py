@@ -1,0 +1,38 @@
+"""Shared fixtures: a fresh home per test (KRX_HOME points at it), and the calendar."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from common import calendar
+from common.home import Home, init_home
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
+    h, _ = init_home(tmp_path / "home")
+    monkeypatch.setenv("KRX_HOME", str(h.root))
+    for var in list(os.environ):
+        if var.startswith("KRX__") or var.startswith("SLACK_") or var in ("KRX_ID", "KRX_PW"):
+            monkeypatch.delenv(var)
+    return h
+
+
+@pytest.fixture(scope="session")
+def cal() -> calendar.TradingCalendar:
+    return calendar.TradingCalendar(calendar.config.load("app", Home(REPO))["calendar"]["extra_closures"])
+
+
+def krx(*args: str, home: Home, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real `krx` CLI in a subprocess against `home`."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("KRX__", "SLACK_"))}
+    full_env.update({"KRX_HOME": str(home.root), **(env or {})})
+    return subprocess.run([sys.executable, "-m", "common.cli", *args], capture_output=True, text=True,
+                          env=full_env, cwd=home.root, timeout=timeout)

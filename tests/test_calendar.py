@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from conftest import krx
+
+from common.calendar import TradingCalendar
+from common.home import Home
+
+
+@pytest.mark.parametrize("day", ["2024-04-10", "2024-10-01", "2024-12-31", "2025-06-03", "2026-06-03"])
+def test_known_closures(cal: TradingCalendar, day: str) -> None:
+    assert not cal.is_trading_day(dt.date.fromisoformat(day))
+
+
+def test_extra_closures_come_from_config() -> None:
+    plain = TradingCalendar()
+    assert plain.is_trading_day(dt.date(2026, 6, 3))  # the library still lists the election day as open
+    assert not TradingCalendar([dt.date(2026, 6, 3)]).is_trading_day(dt.date(2026, 6, 3))
+
+
+def test_sessions_and_next(cal: TradingCalendar) -> None:
+    assert cal.sessions(dt.date(2026, 6, 1), dt.date(2026, 6, 5)) == [
+        dt.date(2026, 6, 1), dt.date(2026, 6, 2), dt.date(2026, 6, 4), dt.date(2026, 6, 5)]
+    assert cal.next_trading_day(dt.date(2026, 6, 2)) == dt.date(2026, 6, 4)
+    assert cal.next_trading_day(dt.date(2026, 11, 20)) == dt.date(2026, 11, 23)  # Friday -> Monday
+    assert cal.previous_trading_day(dt.date(2026, 11, 22)) == dt.date(2026, 11, 20)
+
+
+def test_calendar_cli(home: Home) -> None:
+    out = krx("calendar", "2026-06-01", "2026-06-05", home=home)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2026-06-01", "2026-06-02", "2026-06-04", "2026-06-05"]
+    nxt = krx("calendar", "--next", "2026-06-02", home=home)
+    assert nxt.stdout.strip() == "2026-06-04"
+    bad = krx("calendar", "--next", "2026-13-01", home=home)
+    assert bad.returncode != 0 and "expected a date" in bad.stderr
