@@ -230,117 +230,135 @@ def _write_receipt(home: Home, receipt: dict) -> Path:
     return snap
 
 
-def run_cycle(home: Home, day: dt.date | None = None, *, base_env: Mapping[str, str] | None = None) -> tuple[int,
-                                                                                                             dict]:
-    """Run the daily cycle once; returns (exit code, receipt). The receipt is also written to disk."""
-    started_at = log.now()
-    t0 = time.monotonic()
-    run_id = f"{started_at:%Y%m%d-%H%M%S}"
-    g = switches.gate_state(home)
-    mock_only = g.mode == switches.MOCK_ONLY  # an unreadable gate reads as MOCK_ONLY: the most closed
-    env = child_env(home, mock_only, base_env)
-    steps: list[Step] = []
-    warnings: list[str] = []
-    result, reason = COMPLETED, "OK"
-    asof = day
-    cid = None
+class _Run:
+    """One cycle's state as it goes; `finish()` writes the receipt and the closing event."""
 
-    def finish() -> tuple[int, dict]:
+    def __init__(self, home: Home, day: dt.date | None, base_env: Mapping[str, str] | None):
+        self.home, self.day = home, day
+        self.started_at = log.now()
+        self.t0 = time.monotonic()
+        self.run_id = f"{self.started_at:%Y%m%d-%H%M%S}"
+        self.gate = switches.gate_state(home)
+        self.mock_only = self.gate.mode == switches.MOCK_ONLY  # an unreadable gate reads as MOCK_ONLY
+        self.env = child_env(home, self.mock_only, base_env)
+        self.steps: list[Step] = []
+        self.warnings: list[str] = []
+        self.checks: list[dict] = []
+        self.result, self.reason = COMPLETED, "OK"
+        self.asof: dt.date | None = day
+        self.cid: str | None = None
+
+    def emit(self, name: str, **fields: Any) -> None:
+        _emit(self.home, name, self.cid, self.warnings, run_id=self.run_id, **fields)
+
+    def finish(self) -> tuple[int, dict]:
         receipt = {
-            "schema": SCHEMA, "run_id": run_id, "started_at": started_at.isoformat(timespec="seconds"),
-            "finished_at": log.now().isoformat(timespec="seconds"), "result": result, "reason": reason,
-            "date": asof.isoformat() if asof else None, "correlation_id": cid,
-            "steps": [asdict(s) for s in steps], "observed_modes": _modes(home, env), "warnings": warnings,
-            "preflight": checks, "elapsed_ms": int((time.monotonic() - t0) * 1000),
+            "schema": SCHEMA, "run_id": self.run_id, "started_at": self.started_at.isoformat(timespec="seconds"),
+            "finished_at": log.now().isoformat(timespec="seconds"), "result": self.result, "reason": self.reason,
+            "date": self.asof.isoformat() if self.asof else None, "correlation_id": self.cid,
+            "steps": [asdict(s) for s in self.steps], "observed_modes": _modes(self.home, self.env),
+            "warnings": self.warnings, "preflight": self.checks,
+            "elapsed_ms": int((time.monotonic() - self.t0) * 1000),
         }
         try:
-            _write_receipt(home, receipt)
+            _write_receipt(self.home, receipt)
         except OSError as exc:  # the exit code still tells cron what happened
             log.event(_log, "OPS_RECEIPT_FAILED", f"{exc}", level=logging.ERROR)
-        _emit(home, "OPS_CYCLE_END", cid, [], run_id=run_id, result=result, reason=reason,
-              steps={s.name: s.status for s in steps})
-        rc = EXIT_OF[result]
+        self.emit("OPS_CYCLE_END", result=self.result, reason=self.reason,
+                  steps={s.name: s.status for s in self.steps})
+        rc = EXIT_OF[self.result]
         level = logging.INFO if rc == EXIT_OK else (logging.WARNING if rc == EXIT_BLOCKED else logging.ERROR)
-        log.event(_log, "OPS_CYCLE_END", f"run_id={run_id} result={result} reason={reason}", rc=rc,
+        log.event(_log, "OPS_CYCLE_END", f"run_id={self.run_id} result={self.result} reason={self.reason}", rc=rc,
                   elapsed_ms=receipt["elapsed_ms"], level=level)
         return rc, receipt
 
+
+def run_cycle(home: Home, day: dt.date | None = None, *,
+              base_env: Mapping[str, str] | None = None) -> tuple[int, dict]:
+    """Run the daily cycle once; returns (exit code, receipt). The receipt is also written to disk, whatever
+    happens: an unexpected error inside the cycle itself is a FAILED run (CYCLE_ERROR), not a missing receipt."""
+    run = _Run(home, day, base_env)
+    try:
+        _cycle(run)
+    except Exception as exc:
+        log.event(_log, "OPS_CYCLE_ERROR", f"{type(exc).__name__}: {exc}", level=logging.ERROR)
+        run.steps.append(Step("cycle", FAILED, None, 0, _redact(f"{type(exc).__name__}: {exc}", run.env)[:500]))
+        run.result, run.reason = FAILED, "CYCLE_ERROR"
+    return run.finish()
+
+
+def _cycle(run: _Run) -> None:
+    home, day, env, steps, g = run.home, run.day, run.env, run.steps, run.gate
     # 1. preflight
     p0 = time.monotonic()
-    checks = preflight(home, env, day)
+    run.checks = checks = preflight(home, env, day)
     failed = [c for c in checks if not c["ok"]]
     steps.append(Step("preflight", FAILED if failed else OK, None, int((time.monotonic() - p0) * 1000),
                       "; ".join(f"{c['check']}: {c['details']}" for c in failed)[:1000] if failed
                       else f"all {len(checks)} checks passed ({', '.join(c['check'] for c in checks)})"))
-    cid = events.correlation_id(day, _strategy(home, env)) if day else None
-    ok_log, bad_line, log_msg = events.verify(home)
+    run.cid = events.correlation_id(day, _strategy(home, env)) if day else None
+    ok_log, _bad_line, log_msg = events.verify(home)
     if not ok_log:
-        warnings.append(f"EVENT_LOG_TAMPERED: {log_msg}")
+        run.warnings.append(f"EVENT_LOG_TAMPERED: {log_msg}")
         log.event(_log, "OPS_EVENT_LOG_TAMPERED", log_msg, level=logging.ERROR)
     if failed:
-        result, reason = FAILED, "PREFLIGHT_FAIL"
-        _emit(home, "OPS_CYCLE_START", cid, warnings, run_id=run_id, gate=g.mode)
-        return finish()
-    if asof is None:
-        from common import calendar
+        run.result, run.reason = FAILED, "PREFLIGHT_FAIL"
+        run.emit("OPS_CYCLE_START", gate=g.mode)
+        return
+    from common import calendar
+
+    cal = calendar.load(home)
+    if run.asof is None:
         from nas.ingest import latest_complete_day
 
-        asof = latest_complete_day(calendar.load(home))
-    cid = events.correlation_id(asof, _strategy(home, env))
-    _emit(home, "OPS_CYCLE_START", cid, warnings, run_id=run_id, date=asof.isoformat(), gate=g.mode)
-    log.event(_log, "OPS_CYCLE_START", f"run_id={run_id} date={asof} gate={g.mode} correlation_id={cid}")
+        run.asof = latest_complete_day(cal)
+    run.cid = events.correlation_id(run.asof, _strategy(home, env))
+    run.emit("OPS_CYCLE_START", date=run.asof.isoformat(), gate=g.mode)
+    log.event(_log, "OPS_CYCLE_START", f"run_id={run.run_id} date={run.asof} gate={g.mode} correlation_id={run.cid}")
 
     # 2. the emergency stop, 3. the gate, and every other switch: an unreadable one blocks (fail closed)
     stop, snd = switches.emergency_stop(home), switches.sender(home)
     if not stop.readable:
         steps.append(Step("emergency_stop", BLOCKED, None, 0, f"unreadable, treated as on: {stop.error}"))
-        result, reason = BLOCKED, "STATE_UNREADABLE"
-        return finish()
+        run.result, run.reason = BLOCKED, "STATE_UNREADABLE"
+        return
     if stop.on:
         steps.append(Step("emergency_stop", BLOCKED, None, 0, f"on since {stop.at} by {stop.by}: {stop.reason}"))
-        result, reason = BLOCKED, "STOPPED"
-        return finish()
+        run.result, run.reason = BLOCKED, "STOPPED"
+        return
     steps.append(Step("emergency_stop", OK, None, 0, "off"))
     if not g.readable or not snd.readable:
         what = g.error if not g.readable else snd.error
         steps.append(Step("gate", BLOCKED, None, 0, f"state unreadable, fail closed: {what}"))
-        result, reason = BLOCKED, "STATE_UNREADABLE"
-        return finish()
+        run.result, run.reason = BLOCKED, "STATE_UNREADABLE"
+        return
     allowed, why = switches.external_send_allowed(home)
     steps.append(Step("gate", OK, None, 0, f"{g.mode}" + (
-        ": sample source forced, no Slack, no sync" if mock_only else "") + (
+        ": sample source forced, no Slack, no sync" if run.mock_only else "") + (
         "" if allowed else f"; external sends off ({why})")))
 
     # 4. the steps
     app = config.load("app", home, env=env)
     timeout_s = float(app["ops"]["step_timeout_s"])
-    plan: list[tuple[str, list[str]]] = []
-    trading = True
     if day is not None:
-        from common import calendar
-
-        cal = calendar.load(home)
-        trading = cal.is_trading_day(day)
+        when = day
         date_args = ["--date", day.isoformat()]
         plan = [("ingest", ["ingest", "--end", day.isoformat()]), ("scan", ["scan", *date_args]),
                 ("alert", ["alert", *date_args]), ("request", ["request", *date_args])]
     else:
-        # no --date: run today (Seoul) if it is a trading day; each step picks the latest complete day itself
-        from common import calendar
-
-        cal = calendar.load(home)
-        trading = cal.is_trading_day(log.now().date())
+        # no --date: run if today (Seoul) is a trading day; each step picks the latest complete day itself
+        when = log.now().date()
         plan = [(name, [name]) for name in DATA_STEPS]
+    trading = cal.is_trading_day(when)
     if app["sync"]["remote"]:
         plan.append(("sync", ["sync", "push"]))
     skip_rest = ""
     for name, argv in plan:
         if name in DATA_STEPS and not trading:
-            when = day or log.now().date()
             steps.append(Step(name, SKIPPED, None, 0, f"{when} is not a KRX trading day (next: "
                                                       f"{cal.next_trading_day(when)}): data steps skipped"))
             continue
-        if name == "sync" and mock_only:
+        if name == "sync" and run.mock_only:
             steps.append(Step(name, SKIPPED, None, 0, "MOCK_ONLY: no external transfer"))
             continue
         if skip_rest:
@@ -348,25 +366,25 @@ def run_cycle(home: Home, day: dt.date | None = None, *, base_env: Mapping[str, 
             continue
         stop = switches.emergency_stop(home)  # an operator may pull the stop while the day runs
         if stop.on:
-            steps.append(Step(name, SKIPPED, None, 0, "emergency stop turned on during the cycle"))
-            result, reason, skip_rest = BLOCKED, "STOPPED", "emergency stop turned on during the cycle"
+            skip_rest = "emergency stop turned on during the cycle"
+            steps.append(Step(name, SKIPPED, None, 0, skip_rest))
+            run.result, run.reason = BLOCKED, "STOPPED"
             continue
         step = _run_step(name, argv, env, home.root, timeout_s)
         steps.append(step)
-        _emit(home, "OPS_STEP", cid, warnings, run_id=run_id, step=name, status=step.status, rc=step.rc,
-              elapsed_ms=step.elapsed_ms)
+        run.emit("OPS_STEP", step=name, status=step.status, rc=step.rc, elapsed_ms=step.elapsed_ms)
         if step.status == FAILED:
-            result, reason, skip_rest = FAILED, f"STEP_FAILED:{name}", f"skipped: {name} failed"
+            run.result, run.reason, skip_rest = FAILED, f"STEP_FAILED:{name}", f"skipped: {name} failed"
         elif step.status == BLOCKED:
             if name in STOP_WHEN_BLOCKED:
-                result, reason, skip_rest = BLOCKED, f"STEP_BLOCKED:{name}", f"skipped: {name} was blocked"
-            elif result == COMPLETED:
-                result, reason = WARN, f"STEP_BLOCKED:{name}"
-    if result == COMPLETED:
-        if warnings:
-            result, reason = WARN, warnings[0].split(":", 1)[0]
+                run.result, run.reason = BLOCKED, f"STEP_BLOCKED:{name}"
+                skip_rest = f"skipped: {name} was blocked"
+            elif run.result == COMPLETED:
+                run.result, run.reason = WARN, f"STEP_BLOCKED:{name}"
+    if run.result == COMPLETED:
+        if run.warnings:
+            run.result, run.reason = WARN, run.warnings[0].split(":", 1)[0]
         elif not trading:
-            reason = "NON_TRADING_DAY"
-        elif mock_only:
-            reason = "GATE_MOCK_ONLY"
-    return finish()
+            run.reason = "NON_TRADING_DAY"
+        elif run.mock_only:
+            run.reason = "GATE_MOCK_ONLY"
