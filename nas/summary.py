@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from common import atomic, config, events, log, switches
-from common.home import Home
+from common.home import DEFAULT_CONFIGS, Home
 
 SCHEMA = "ops_summary/1"
 SEVERITY_ORDER = {"CRITICAL": 0, "HIGH": 1, "MEDIUM": 2, "LOW": 3}
@@ -175,7 +175,8 @@ def build(home: Home, now: dt.datetime | None = None, env: Mapping[str, str] | N
         config.load("strategies", home, env=env)
     except config.ConfigError as exc:
         risks.append(_risk("CONFIG_INVALID", "HIGH", str(exc), [_rel(home, Path(exc.file))]))
-    ops_cfg = app["ops"] if app else config.load("app", Home(Path("/nonexistent")), env={})["ops"]
+    # a broken app.yaml still gets its risks judged, by the shipped defaults' thresholds
+    ops_cfg = app["ops"] if app else config.load("app", Home(DEFAULT_CONFIGS.parent), env={})["ops"]
 
     risk = _data_stale(home, now)
     if risk:
