@@ -1,0 +1,54 @@
+"""`krx request`: queue the day's backtest request for the PC worker (DESIGN 6, submit)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+
+from common import config, events, log, queue, schemas
+from common.cli import EXIT_FAILED, EXIT_OK, parse_date
+from common.home import Home
+from common.store import EodStore
+
+_log = log.get("request")
+STRATEGY = "momentum_topN_v1"
+
+
+def build(home: Home, day: dt.date | None = None) -> dict:
+    """The day's backtest_request/1: the strategy with the NAS's current parameters, over the configured years up
+    to `day` (default: the store's last day). Its id derives from date, strategy and parameters."""
+    store = EodStore.for_home(home)
+    end = day or store.last_date()
+    first = store.first_date()
+    if end is None or first is None:
+        raise ValueError(f"the store {store.root} is empty; run `krx ingest` first")
+    years = config.load("app", home)["request"]["years"]
+    start = max(first, end - dt.timedelta(days=round(365.25 * years)))
+    strategies = config.load("strategies", home)
+    return schemas.new_request(STRATEGY, start, end, params=strategies["strategies"][STRATEGY],
+                               correlation_id=events.correlation_id(end, STRATEGY), home=home,
+                               strategies=strategies, requested_by=events.who())
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--date", type=parse_date, help="the day the request ends on (default: the store's last day)")
+
+
+def run(args: argparse.Namespace) -> int:
+    home = Home.from_env()
+    log.setup_logging("request", home)
+    try:
+        request = build(home, args.date)
+        queued = queue.Queue.of_home(home).submit(request)
+    except (ValueError, OSError) as exc:  # RequestError and ConfigError are ValueErrors with a clear message
+        log.event(_log, "REQUEST_FAILED", str(exc), rc=EXIT_FAILED, level=logging.ERROR)
+        return EXIT_FAILED
+    what = "queued" if queued else "already queued or done; nothing new"
+    log.event(_log, "REQUEST_QUEUED" if queued else "REQUEST_EXISTS",
+              f"id={request['id']} {request['start']}..{request['end']} {what}", rc=EXIT_OK)
+    if queued:
+        events.append(home, "request_queued", correlation_id=request["correlation_id"], id=request["id"],
+                      start=request["start"], end=request["end"])
+    print(request["id"])
+    return EXIT_OK
