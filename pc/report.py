@@ -207,7 +207,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}
 .pos{color:#1a7f37}.neg{color:#c0392b}
 img{width:100%;max-width:1000px;border:1px solid #eee}
 table{border-collapse:collapse;font-size:13px}td,th{padding:4px 10px;border-bottom:1px solid #eee;text-align:right}
-th{background:#f6f6f6}td:first-child,th:first-child{text-align:left}
+th{background:#f6f6f6}td.indent{padding-left:24px;color:#555}td:first-child,th:first-child{text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:32px;align-items:flex-start}
 pre{background:#f6f6f6;padding:10px;font-size:12px;overflow:auto}
 footer{margin-top:28px;color:#888;font-size:12px}
@@ -229,8 +229,12 @@ def render_html(result: Mapping[str, Any], frame: pd.DataFrame, positions: pd.Da
     sharpe = m.get("sharpe")
     card_html += ('<div class="card"><div class="k">Sharpe</div><div class="v">'
                   f'{"n/a" if sharpe is None else html.escape(f"{sharpe:.2f}")}</div></div>')
-    metric_rows = [[(k, ""), (v, _tone(m.get(_KEYS.get(k, ""))) if k in _KEYS else "")] for k, v in mx.headline(m)]
-    metric_rows += [[(f"Costs: {k}", ""), (f"{m['costs'][k]:,.0f}", "")] for k in ("commission", "tax", "slippage")]
+    metric_rows = []
+    for k, v in mx.headline(m):
+        metric_rows.append([(k, ""), (v, _tone(m.get(_KEYS[k])) if k in _KEYS else "")])
+        if k == "Costs":  # the parts right under their total
+            metric_rows += [[(c.capitalize(), "indent"), (f"{m['costs'][c]:,.0f}", "")]
+                            for c in ("commission", "tax", "slippage")]
     metric_rows += [[("Trades", ""), (f"{m.get('trades', 0):,}", "")], [("Days", ""), (f"{m.get('days', 0):,}", "")]]
     has_bench = any("benchmark_return" in y for y in m["by_year"])
     year_headers = ["Year", "Return", "MDD", "Days"] + (["Benchmark", "Excess"] if has_bench else [])
