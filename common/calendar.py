@@ -12,6 +12,8 @@ import pandas as pd
 from common import config
 from common.home import Home
 
+CLOSE_HOUR = 16  # KRX closes 15:30; from 16:00 Seoul time the day's EOD data is final
+
 
 class TradingCalendar:
     def __init__(self, extra_closures: Iterable[dt.date] = ()):
@@ -52,6 +54,14 @@ class TradingCalendar:
         if i >= len(self._sessions):
             raise ValueError(f"no trading day after {day} in the KRX calendar (ends {self.last})")
         return self._sessions[i].date()
+
+    def latest_complete_day(self, now: dt.datetime | None = None) -> dt.date:
+        """The last trading day whose end-of-day data is final at `now` (Seoul time; final from CLOSE_HOUR)."""
+        from common.log import now as seoul_now
+
+        now = now or seoul_now()
+        today = now.date() if now.hour >= CLOSE_HOUR else now.date() - dt.timedelta(days=1)
+        return self.previous_trading_day(today)
 
     def previous_trading_day(self, day: dt.date) -> dt.date:
         """The last trading day on or before `day`."""

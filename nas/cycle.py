@@ -309,9 +309,7 @@ def _cycle(run: _Run) -> None:
 
     cal = calendar.load(home)
     if run.asof is None:
-        from nas.ingest import latest_complete_day
-
-        run.asof = latest_complete_day(cal)
+        run.asof = cal.latest_complete_day()
     run.cid = events.correlation_id(run.asof, _strategy(home, env))
     run.emit("OPS_CYCLE_START", date=run.asof.isoformat(), gate=g.mode)
     log.event(_log, "OPS_CYCLE_START", f"run_id={run.run_id} date={run.asof} gate={g.mode} correlation_id={run.cid}")

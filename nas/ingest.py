@@ -18,7 +18,6 @@ from common.store import EodStore, validate_day
 
 _log = log.get("ingest")
 FLUSH_EVERY = 250  # days held in memory before they are written: bounds memory, keeps progress on a crash
-CLOSE_HOUR = 16    # before this hour (Seoul) today's EOD data is not final yet
 
 
 class Source(Protocol):
@@ -41,13 +40,6 @@ def make_source(name: str, home: Home, cal: calendar.TradingCalendar, tickers: i
 
         return PykrxSource(timeout_s=app["ingest"]["http_timeout_s"], retry_cfg=app["retry"])
     raise ValueError(f"unknown source {name!r}; expected sample or pykrx")
-
-
-def latest_complete_day(cal: calendar.TradingCalendar, now: dt.datetime | None = None) -> dt.date:
-    """The last trading day whose end-of-day data is final at `now` (Seoul time)."""
-    now = now or log.now()
-    today = now.date() if now.hour >= CLOSE_HOUR else now.date() - dt.timedelta(days=1)
-    return cal.previous_trading_day(today)
 
 
 def ingest(home: Home, source: Source, days: list[dt.date], force: bool = False) -> dict:
@@ -109,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         if args.date:
             start = end = args.date
         else:
-            end = args.end or latest_complete_day(cal)
+            end = args.end or cal.latest_complete_day()
             store_first = EodStore.for_home(home).first_date()
             start = args.start or store_first or end - dt.timedelta(days=app["ingest"]["history_days"])
         if start > end:

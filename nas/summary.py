@@ -75,12 +75,11 @@ def _last_run(home: Home) -> tuple[dict | None, str | None]:
 def _data_stale(home: Home, now: dt.datetime) -> dict | None:
     from common import calendar
     from common.store import EodStore
-    from nas.ingest import latest_complete_day
 
     store = EodStore.for_home(home)
     ref = _rel(home, store.manifest_path)
     try:
-        expected = latest_complete_day(calendar.load(home), now)
+        expected = calendar.load(home).latest_complete_day(now)
         last = store.last_date()
     except Exception as exc:  # a store or calendar that cannot be read is stale data for the user
         return _risk("DATA_STALE", "HIGH", f"cannot tell how fresh the EOD store is: {type(exc).__name__}: {exc}",

@@ -9,7 +9,7 @@ from conftest import krx
 from common.calendar import TradingCalendar
 from common.home import Home
 from common.store import EodStore
-from nas.ingest import ingest, latest_complete_day
+from nas.ingest import ingest
 from nas.sources.sample import SampleSource
 
 
@@ -55,9 +55,9 @@ def test_incremental_equals_backfill(tmp_path, cal: TradingCalendar) -> None:
 
 def test_latest_complete_day(cal: TradingCalendar) -> None:
     seoul = ZoneInfo("Asia/Seoul")
-    assert latest_complete_day(cal, dt.datetime(2026, 11, 20, 17, 0, tzinfo=seoul)) == dt.date(2026, 11, 20)
-    assert latest_complete_day(cal, dt.datetime(2026, 11, 20, 10, 0, tzinfo=seoul)) == dt.date(2026, 11, 19)
-    assert latest_complete_day(cal, dt.datetime(2026, 11, 22, 10, 0, tzinfo=seoul)) == dt.date(2026, 11, 20)
+    assert cal.latest_complete_day(dt.datetime(2026, 11, 20, 17, 0, tzinfo=seoul)) == dt.date(2026, 11, 20)
+    assert cal.latest_complete_day(dt.datetime(2026, 11, 20, 10, 0, tzinfo=seoul)) == dt.date(2026, 11, 19)
+    assert cal.latest_complete_day(dt.datetime(2026, 11, 22, 10, 0, tzinfo=seoul)) == dt.date(2026, 11, 20)
 
 
 def test_ingest_cli(home: Home) -> None:
