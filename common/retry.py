@@ -49,7 +49,7 @@ def policy(
     """A tenacity Retrying object: `policy(**cfg["retry"])(fn, *args)` or `policy().wraps(fn)`."""
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_after_delay(deadline_s),
-        wait=tenacity.wait_exponential_jitter(initial=wait_initial_s, max=wait_max_s),
+        wait=tenacity.wait_exponential_jitter(multiplier=wait_initial_s, max=wait_max_s, jitter=wait_initial_s),
         retry=tenacity.retry_if_exception(is_transient),
         before_sleep=_warn,
         reraise=True,
