@@ -297,9 +297,13 @@ class Queue:
 
     # --- 3. run into a hidden folder, 4. finish ---------------------------------------------------------------
 
+    def temp_path(self, claim: Claim) -> Path:
+        """done/.<id>.<owner>.tmp/: where the claim's job writes (hidden: never taken for a result)."""
+        return self.out / f".{claim.id}.{claim.owner}.tmp"
+
     def temp_dir(self, claim: Claim) -> Path:
-        """A fresh hidden folder done/.<id>.<owner>.tmp/ for the job's output."""
-        tmp = self.out / f".{claim.id}.{claim.owner}.tmp"
+        """A fresh, empty temp_path(claim) for the job's output."""
+        tmp = self.temp_path(claim)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

@@ -1,0 +1,277 @@
+"""krx worker: real worker processes, real observers, temporary homes (pc.worker)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_worker_jobs import Workers, make_request, runs, wait_for
+
+from common import events
+from common.home import Home, init_home
+from common.queue import Queue
+from pc import worker as worker_mod
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    return init_home(tmp_path / "home")[0]
+
+
+@pytest.fixture
+def q(home: Home) -> Queue:
+    return Queue.of_home(home).ensure()
+
+
+@pytest.fixture
+def workers(home: Home):
+    w = Workers(home)
+    yield w
+    w.kill_all()
+
+
+def result(q: Queue, request_id: str) -> dict:
+    return json.loads((q.out / request_id / "result.json").read_text())
+
+
+def done(q: Queue, *ids: str) -> bool:
+    return all((q.out / i / "result.json").is_file() for i in ids)
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "] [ERROR] [" in line]
+
+
+@pytest.mark.parametrize("observer", ["native", "polling"])
+def test_requests_before_and_after_start_are_processed(home: Home, q: Queue, workers: Workers, observer: str) -> None:
+    q.submit(make_request(home, 1))  # raises no event: found by the start-up scan
+    # native: the periodic scan is 60 s away, so only an inotify event can bring the second request in time
+    args = ["--interval", "60"] if observer == "native" else ["--polling", "--interval", "0.3"]
+    proc = workers.start(*args)
+    started = workers.wait_started(proc)
+    assert f"observer={observer}" in started
+    wait_for(lambda: done(q, "req-0001"), 20, "the request queued before the start")
+    q.submit(make_request(home, 2))
+    wait_for(lambda: done(q, "req-0002"), 20, "the request dropped while running")
+    assert result(q, "req-0002")["pid"] == proc.pid
+    assert workers.stop(proc) == 0
+    assert os.listdir(q.inbox) == [] and os.listdir(q.processing) == []
+    assert runs(home.root) == 2
+
+
+def test_once_processes_everything_then_exits_and_logs_events(home: Home, q: Queue, workers: Workers) -> None:
+    for n in range(5):
+        q.submit(make_request(home, n))
+    proc = workers.start("--once", job="return_result")
+    assert proc.wait(30) == 0, workers.log(proc)
+    assert done(q, *(f"req-{n:04d}" for n in range(5)))
+    assert sorted(os.listdir(q.out / "req-0003")) == ["extra.txt", "result.json"]  # the worker wrote result.json
+    assert [runs(home.root, f"req-{n:04d}") for n in range(5)] == [1] * 5
+    logged = [e for e in events.read(home) if e["event"] == "backtest_done"]
+    assert sorted(e["id"] for e in logged) == [f"req-{n:04d}" for n in range(5)]
+    assert {e["correlation_id"] for e in logged} == {f"corr-{n}" for n in range(5)}
+    assert events.verify(home)[0]
+
+
+def test_custom_inbox_and_out_folders(home: Home, workers: Workers, tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    custom = Queue.at(share / "in", tmp_path / "results").ensure()
+    custom.submit(make_request(home, 1))
+    proc = workers.start("--once", "--inbox", str(share / "in"), "--out", str(tmp_path / "results"))
+    assert proc.wait(30) == 0, workers.log(proc)
+    assert (tmp_path / "results" / "req-0001" / "result.json").is_file()
+    assert sorted(os.listdir(share)) == ["failed", "in", "processing"]
+
+
+def test_hostile_inputs_end_in_failed_and_the_worker_stays_alive(home: Home, q: Queue, workers: Workers,
+                                                                  tmp_path: Path) -> None:
+    proc = workers.start("--polling", "--interval", "0.2", "--settle", "1.0")
+    workers.wait_started(proc)
+    good = make_request(home, 0)
+    hostile = {
+        "bad_json": (b'{"schema": "backtest_request/1", "id": ', "INVALID_JSON"),
+        "huge": (b"{" + b" " * (5 * 1024 * 1024) + b"}", "TOO_LARGE"),
+        "evil": (json.dumps({**good, "id": "../../x"}).encode(), "INVALID_REQUEST"),
+        "unknown_strategy": (json.dumps({**good, "id": "unknown_strategy", "strategy": "martingale"}).encode(),
+                             "STRATEGY_NOT_ALLOWED"),
+        "missing": (json.dumps({"schema": "backtest_request/1", "id": "missing"}).encode(), "INVALID_REQUEST"),
+        "wrong_types": (json.dumps({**good, "id": "wrong_types", "start": 20230102, "params": []}).encode(),
+                        "INVALID_REQUEST"),
+        "garbage": (os.urandom(4096).replace(b"{", b"\xff"), "INVALID_JSON"),
+        "empty": (b"", "INVALID_JSON"),
+        "bad name": (json.dumps(good).encode(), "INVALID_REQUEST"),
+        "outside": (None, "INVALID_REQUEST"),  # a symbolic link to a valid request elsewhere
+        "bad_params": (json.dumps({**good, "id": "bad_params", "params": {"top_n": "all"}}).encode(),
+                       "INVALID_REQUEST"),
+    }
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps({**good, "id": "outside"}))
+    for name, (data, _) in hostile.items():
+        if data is None:
+            (q.inbox / f"{name}.json").symlink_to(elsewhere)
+        else:
+            (q.inbox / f"{name}.json").write_bytes(data)  # written in place, no rename: the worst case
+
+    # a valid request copied slowly in place (a plain SMB copy): must wait, not fail
+    slow = json.dumps(make_request(home, 7)).encode()
+    path = q.inbox / "req-0007.json"
+    with open(path, "wb") as fh:
+        for i in range(0, len(slow), len(slow) // 8 + 1):
+            fh.write(slow[i:i + len(slow) // 8 + 1])
+            fh.flush()
+            time.sleep(0.3)  # pauses shorter than the settle time, 2.4 s in all
+    wait_for(lambda: all((q.failed / f"{n}.error.json").is_file() for n in hostile), 30, "hostile files failed")
+    wait_for(lambda: done(q, "req-0007"), 20, "the slow copy")
+    assert proc.poll() is None  # still alive
+    q.submit(make_request(home, 8))
+    wait_for(lambda: done(q, "req-0008"), 20, "a good request after the hostile ones")
+
+    for name, (_, code) in hostile.items():
+        error = json.loads((q.failed / f"{name}.error.json").read_text())
+        assert error["error_code"] == code, (name, error)
+        assert f"{name}.json" in error["message"], error["message"]  # names the file
+        assert (q.failed / f"{name}.json").exists() or (q.failed / f"{name}.json").is_symlink()
+    assert "id" in json.loads((q.failed / "evil.error.json").read_text())["message"]
+    assert "params.top_n" in json.loads((q.failed / "bad_params.error.json").read_text())["message"]
+    assert elsewhere.is_file() and not (q.out / "outside").exists()
+    assert runs(home.root) == 2  # only the two good requests ran
+    assert workers.stop(proc) == 0
+    assert len(error_lines(workers.log(proc))) == len(hostile)  # one ERROR line (one Slack message) each
+    assert os.listdir(q.inbox) == [] and os.listdir(q.processing) == []
+
+
+@pytest.mark.parametrize("how", ["finish", "release", "second-signal"])
+def test_sigterm_finishes_or_releases_the_job_then_exits_0(home: Home, q: Queue, workers: Workers, how: str) -> None:
+    q.submit(make_request(home, 1))
+    env = {"KRX__APP__WORKER__STOP_GRACE_S": "0.2"} if how == "release" else {}
+    proc = workers.start("--interval", "0.2", job="slow", env=env)
+    wait_for(lambda: runs(home.root) == 1, 20, "the job to start")
+    proc.send_signal(signal.SIGTERM)
+    if how == "second-signal":
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0, workers.log(proc)
+    assert os.listdir(q.processing) == []
+    if how == "finish":
+        assert done(q, "req-0001") and os.listdir(q.inbox) == []
+        return
+    assert os.listdir(q.inbox) == ["req-0001.json"]  # back, and the attempt not counted
+    assert "JOB_RELEASED" in workers.log(proc)
+    second = workers.start("--once")
+    assert second.wait(30) == 0
+    assert result(q, "req-0001")["pid"] == second.pid
+    assert [p for p in os.listdir(q.out) if p.startswith(".")] == []  # the stopped job's temp folder is gone
+
+
+def test_sigkill_loses_nothing_the_lease_brings_the_claim_back(home: Home, q: Queue, workers: Workers) -> None:
+    q.submit(make_request(home, 1))
+    victim = workers.start("--interval", "0.2", "--lease", "1", job="slow")
+    wait_for(lambda: runs(home.root) == 1, 20, "the job to start")
+    victim.kill()
+    victim.wait(10)
+    [claim] = os.listdir(q.processing)
+    assert claim.startswith("req-0001@1@")
+    assert [p for p in os.listdir(q.out) if p.startswith(".req-0001.")]  # its half-written output
+    rescuer = workers.start("--interval", "0.2", "--lease", "1")
+    wait_for(lambda: done(q, "req-0001"), 20, "the recovered request")
+    wait_for(lambda: os.listdir(q.out) == ["req-0001"], 20, "the dead worker's temp folder to be cleared")
+    assert result(q, "req-0001")["pid"] == rescuer.pid
+    log = workers.log(rescuer)
+    assert "CLAIM_RECOVERED" in log and "id=req-0001 attempt=2" in log
+    assert workers.stop(rescuer) == 0
+
+
+def test_the_heartbeat_keeps_a_job_longer_than_the_lease(home: Home, q: Queue, workers: Workers) -> None:
+    q.submit(make_request(home, 1))
+    runner = workers.start("--interval", "0.2", "--lease", "1", job="silent_slow")  # 3 s, never calls progress
+    wait_for(lambda: runs(home.root) == 1, 20, "the job to start")
+    watcher = workers.start("--interval", "0.1", "--lease", "1")
+    workers.wait_started(watcher)
+    wait_for(lambda: done(q, "req-0001"), 20, "the long job")
+    assert result(q, "req-0001")["pid"] == runner.pid
+    assert runs(home.root) == 1  # never taken away and run twice
+    assert "CLAIM_RECOVERED" not in workers.log(watcher)
+    assert workers.stop(runner) == 0 and workers.stop(watcher) == 0
+
+
+def test_a_failing_job_is_retried_then_failed_with_one_error_line(home: Home, q: Queue, workers: Workers) -> None:
+    q.submit(make_request(home, 1))
+    proc = workers.start("--once", "--max-attempts", "3", job="failing")
+    assert proc.wait(30) == 0
+    assert runs(home.root, "req-0001") == 3
+    assert sorted(os.listdir(q.failed)) == ["req-0001.error.json", "req-0001.json"]
+    error = json.loads((q.failed / "req-0001.error.json").read_text())
+    assert error["error_code"] == "JOB_FAILED" and error["attempts"] == 3
+    assert "ValueError: no data for ALL between 2023-01-02 and 2023-12-28" in error["message"]
+    log = workers.log(proc)
+    assert len(error_lines(log)) == 1 and log.count("[JOB_RETRY]") == 2
+    assert os.listdir(q.out) == [] and os.listdir(q.inbox) == [] and os.listdir(q.processing) == []
+    assert [e["error_code"] for e in events.read(home) if e["event"] == "backtest_failed"] == ["JOB_FAILED"]
+
+
+def test_a_job_that_writes_no_result_fails(home: Home, q: Queue, workers: Workers) -> None:
+    q.submit(make_request(home, 1))
+    proc = workers.start("--once", "--max-attempts", "1", job="nothing")
+    assert proc.wait(30) == 0
+    error = json.loads((q.failed / "req-0001.error.json").read_text())
+    assert error["error_code"] == "JOB_FAILED" and "no result.json" in error["message"]
+    assert os.listdir(q.out) == []
+
+
+def test_a_request_whose_result_exists_is_not_run_again(home: Home, q: Queue, workers: Workers) -> None:
+    (q.out / "req-0001").mkdir()
+    (q.out / "req-0001" / "result.json").write_text('{"old": true}')
+    (q.inbox / "req-0001.json").write_text(json.dumps(make_request(home, 1)))  # queued again behind submit's back
+    proc = workers.start("--once")
+    assert proc.wait(30) == 0
+    assert runs(home.root) == 0 and result(q, "req-0001") == {"old": True}
+    assert os.listdir(q.inbox) == [] and os.listdir(q.processing) == []
+    assert "ALREADY_DONE" in workers.log(proc)
+
+
+def test_a_missing_job_module_is_a_clear_failure(home: Home, workers: Workers) -> None:
+    proc = workers.start("--once", job="no_such_function")
+    assert proc.wait(30) == 3
+    assert "no_such_function" in workers.log(proc)
+
+
+def test_run_once_in_process_with_concurrency(home: Home, q: Queue) -> None:
+    """run_once is the one-shot behind `python -m pc.backtest run`; concurrency runs jobs side by side."""
+    barrier = threading.Barrier(3, timeout=10)
+
+    def together(request, out_dir, home, progress=None):
+        barrier.wait()  # breaks (and the job fails) unless three jobs run at the same time
+        return {"id": request["id"]}
+
+    for n in range(3):
+        q.submit(make_request(home, n))
+    assert worker_mod.run_once(q.inbox, q.out, home=home, job=together, concurrency=3, max_attempts=1) == 0
+    assert done(q, "req-0000", "req-0001", "req-0002")
+    assert os.listdir(q.failed) == []
+
+
+def test_settings_come_from_app_yaml_and_the_command_line(home: Home) -> None:
+    s = worker_mod.Settings.from_config(home, lease_s=7.0, polling=None)
+    assert (s.interval_s, s.lease_s, s.max_attempts, s.stop_grace_s) == (5.0, 7.0, 3, 20.0)
+    parser = __import__("argparse").ArgumentParser()
+    worker_mod.add_arguments(parser)
+    args = parser.parse_args(["--polling", "--interval", "0.5", "--once"])
+    assert (args.polling, args.interval, args.once, args.job) == (True, 0.5, True, worker_mod.DEFAULT_JOB)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--interval", "-1"])
+
+
+def test_end_to_end_with_the_real_backtest(home: Home, q: Queue, workers: Workers) -> None:
+    pytest.importorskip("pc.backtest", reason="pc/backtest.py (the backtest issue) is not in the tree yet")
+    request = make_request(home, 1)
+    q.submit(request)
+    proc = workers.start("--once", job=None)  # the default job: pc.backtest:run_request
+    assert proc.wait(300) == 0, workers.log(proc)
+    assert done(q, "req-0001"), workers.log(proc)
+    assert {"result.json", "equity.csv", "trades.csv", "report.html"} <= set(os.listdir(q.out / "req-0001"))
+    assert result(q, "req-0001")["id"] == "req-0001"
