@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from common import atomic
+from common.log import now
 from pc import metrics as mx
 
 SCHEMA = "backtest_result/1"
@@ -255,7 +256,7 @@ def render_html(result: Mapping[str, Any], frame: pd.DataFrame, positions: pd.Da
     data_rows = [[(k, ""), (str(v), "")] for k, v in (
         ("Result id", result["id"]), ("Data", f"{d['first_date']} to {d['last_date']}, {d['tickers']} tickers"),
         ("Content hash", d["content_hash"]), ("Code version", result["code_version"]),
-        ("Elapsed", f"{result['elapsed_ms']:,} ms"))]
+        ("Generated", now().strftime("%Y-%m-%d %H:%M:%S %Z")))]
     params = json.dumps(result["params"], indent=2, ensure_ascii=False, default=str)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
