@@ -234,12 +234,18 @@ def run_request(request: Mapping[str, Any], out_dir: Path, home: Home,
         "warmup_first_date": first_row.isoformat(), "warmup_rows": int((run.equity.index < reported).sum()),
         "rows": int(len(equity)), "universe": request.get("universe", "ALL"),
     }
+    notes = list(getattr(run, "notes", []))
+    if data["warmup_rows"] < warmup_rows(params) - WARMUP_MARGIN:
+        # the store starts too late: the first months of the window trade on a strategy that cannot decide yet
+        notes.append(f"only {data['warmup_rows']} rows of history before {first_day} (the strategy needs "
+                     f"{warmup_rows(params) - WARMUP_MARGIN}): early rows may stay in cash")
+        log.event(_log, "BACKTEST_WARMUP", f"id={request_id}: {notes[-1]}", level=logging.WARNING)
     bench_frame = mx.benchmark_curve(bench, equity) if bench is not None else None
     cash = run.cash.loc[reported:] if run.cash is not None else None
     frame = report.equity_frame(equity, cash, run.exposure.loc[reported:], bench_frame)
     extra = {"request": {k: request.get(k) for k in ("start", "end", "universe", "params", "requested_by",
                                                       "created_at") if k in request},
-             "correlation_id": request.get("correlation_id")}
+             "correlation_id": request.get("correlation_id"), "notes": notes}
     result = report.build_result(id=request_id, strategy=strategy, params=dict(getattr(run, "params", params)),
                                  data=data, metrics=m, elapsed_ms=(time.monotonic() - t0) * 1000, extra=extra)
     return report.write(out_dir, result, frame, window_trades, getattr(run, "positions", None))

@@ -158,13 +158,15 @@ def chart_png(frame: pd.DataFrame, title: str = "") -> bytes:
         top.yaxis.set_major_formatter(FuncFormatter(_money))
         top.set_ylabel("Equity (KRW)")
         top.grid(alpha=0.3)
-        top.legend(loc="upper left", frameon=False)
+        top.legend(loc="best", frameon=False)
         if title:
             top.set_title(title, loc="left", fontsize=11)
         dd = frame["drawdown"] * 100
         bottom.fill_between(dates, dd, 0, color="#c0392b", alpha=0.35, lw=0)
         bottom.plot(dates, dd, color="#c0392b", lw=0.8)
-        bottom.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+        low = float(dd.min()) if dd.notna().any() else 0.0
+        bottom.set_ylim(min(low * 1.08, -1.0), 0.0)  # a flat curve still gets a readable axis
+        bottom.yaxis.set_major_formatter(PercentFormatter(decimals=None))
         bottom.set_ylabel("Drawdown")
         bottom.grid(alpha=0.3)
         buf = io.BytesIO()
@@ -211,6 +213,7 @@ table{border-collapse:collapse;font-size:13px}td,th{padding:4px 10px;border-bott
 th{background:#f6f6f6}td.indent{padding-left:24px;color:#555}td:first-child,th:first-child{text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:32px;align-items:flex-start}
 pre{background:#f6f6f6;padding:10px;font-size:12px;overflow:auto}
+.notes{background:#fff8e1;border:1px solid #f0d98c;padding:8px 8px 8px 28px;font-size:13px}
 footer{margin-top:28px;color:#888;font-size:12px}
 """
 
@@ -258,6 +261,8 @@ def render_html(result: Mapping[str, Any], frame: pd.DataFrame, positions: pd.Da
         ("Content hash", d["content_hash"]), ("Code version", result["code_version"]),
         ("Generated", now().strftime("%Y-%m-%d %H:%M:%S %Z")))]
     params = json.dumps(result["params"], indent=2, ensure_ascii=False, default=str)
+    notes = "".join(f"<li>{html.escape(str(n))}</li>" for n in result.get("notes") or [])
+    notes = f'<ul class="notes">{notes}</ul>' if notes else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title><style>{_CSS}</style></head>
@@ -265,7 +270,7 @@ def render_html(result: Mapping[str, Any], frame: pd.DataFrame, positions: pd.Da
 <h1>{html.escape(result['strategy'])} backtest</h1>
 <div class="sub">{html.escape(d['first_date'])} → {html.escape(d['last_date'])} · {html.escape(str(d['tickers']))}
 tickers · status {html.escape(result['status'])} · id {html.escape(result['id'])}</div>
-<div class="cards">{card_html}</div>
+{notes}<div class="cards">{card_html}</div>
 <img alt="Equity and drawdown chart" src="data:image/png;base64,{png}">
 <div class="grid">
 <div><h2>Metrics</h2>{_table(["Metric", "Value"], metric_rows, "metrics")}</div>

@@ -38,7 +38,7 @@ def _result(tmp_path, strategy="momentum_topN_v1"):
     result = report.build_result(
         id="r1", strategy=strategy, params={"top_n": 5, "note": "<script>alert(1)</script>"},
         data={"first_date": "2024-01-02", "last_date": frame["date"].iloc[-1], "tickers": 2, "content_hash": "abc"},
-        metrics=m, elapsed_ms=12.3)
+        metrics=m, elapsed_ms=12.3, extra={"notes": ["only 41 rows <of> history"]})
     return report.write(tmp_path / "out", result, frame, trades, positions), frame
 
 
@@ -81,6 +81,7 @@ def test_html_embeds_a_png_and_the_tables_and_escapes_text(tmp_path):
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "<i>1</i>" not in page and "s&lt;i&gt;1&lt;/i&gt;" in page
     assert "&lt;b&gt;&amp;x" in page  # a ticker from the data is text too
+    assert "<li>only 41 rows &lt;of&gt; history</li>" in page
     assert "http://" not in page and "https://" not in page  # self-contained
 
 
