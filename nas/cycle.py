@@ -18,6 +18,7 @@ import datetime as dt
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -174,10 +175,19 @@ def _run_step(name: str, argv: list[str], env: Mapping[str, str], cwd: Path, tim
                        lines[-1] if lines else f"exit code {rc}")
         if rc not in (0, 2, 3):
             details = f"unexpected exit code {rc}: {details}"
-    details = details[:500]
+    details = _plain(details)[:500]
     level = logging.INFO if status == OK else (logging.WARNING if status == BLOCKED else logging.ERROR)
     log.event(_log, "OPS_STEP_END", f"step={name} status={status} {details}", rc=rc, elapsed_ms=elapsed, level=level)
     return Step(name, status, rc, elapsed, details)
+
+
+# A child's log line in the DESIGN section 8 format; the receipt keeps its event and details, not the frame.
+_LOG_LINE = re.compile(r"^\[[^\]]*\] \[[A-Z]+\] \[([^\]]+)\](?: rc=\S+)? details=(.*?)(?: elapsed=\d+ms)?$")
+
+
+def _plain(line: str) -> str:
+    m = _LOG_LINE.match(line)
+    return f"{m.group(1)}: {m.group(2)}" if m else line
 
 
 def _text(data: Any) -> str:
