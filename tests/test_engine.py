@@ -1,0 +1,248 @@
+"""The engine: costs (ETF tax exemption), whole shares, cash never negative, delisting, halts, schedules,
+daily sell rules, core holdings."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pc import engine
+
+QUIET = {"filters": {"enabled": False}, "regime": {"enabled": False}, "sell_rules": {"enabled": False},
+         "core_holdings": [], "commission_bps": 0, "sell_tax_bps": 0, "slippage_bps": 0,
+         "fractional_shares": True, "initial_cash": 1_000_000, "lookbacks": [1], "weights": [1.0]}
+
+
+def params(**over) -> dict:
+    out = {**QUIET, **over}
+    return out
+
+
+def frame(data: dict, index) -> pd.DataFrame:
+    return pd.DataFrame({k: np.asarray(v, dtype=float) for k, v in data.items()}, index=index)
+
+
+# --- costs ---------------------------------------------------------------------------------------------------
+
+
+COST_INDEX = pd.bdate_range("2024-01-01", periods=6)
+COST_CLOSES = frame({
+    "A": [100, 110, 120, 100, 100, 100],   # best on row 1, dropped on row 3 (a stock: taxed)
+    "E": [100, 105, 200, 210, 210, 210],   # second on rows 1 and 3; doubled, so row 3 trims it (an ETF)
+    "B": [100, 100, 100, 130, 130, 130],   # best on row 3
+}, COST_INDEX)
+COSTS = params(top_n=2, rebalance="every_n", rebalance_every_n=2, commission_bps=10, sell_tax_bps=23,
+               slippage_bps=5)
+
+
+def test_costs_commission_tax_slippage_and_etf_exemption():
+    r = engine.run({"close": COST_CLOSES}, COSTS, is_etf=pd.Series({"E": True}))
+    t = r.trades
+    assert list(t.columns) == engine.TRADE_COLUMNS
+    assert list(r.rebalances) == [COST_INDEX[1], COST_INDEX[3]]
+    day3 = t[t.date == COST_INDEX[3]].set_index("ticker")
+    assert day3.loc["A", "side"] == "SELL" and day3.loc["A", "reason"] == "SELL_REPLACE"
+    assert day3.loc["E", "side"] == "SELL" and day3.loc["E", "reason"] == "HOLD"
+    assert day3.loc["B", "side"] == "BUY" and day3.loc["B", "reason"] == "BUY"
+    np.testing.assert_allclose(t["commission"], t["value"] * 0.001)
+    np.testing.assert_allclose(t["slippage"], t["value"] * 0.0005)
+    assert day3.loc["A", "tax"] == pytest.approx(day3.loc["A", "value"] * 0.0023)
+    assert day3.loc["E", "tax"] == 0.0 and day3.loc["B", "tax"] == 0.0  # ETF sell and a buy: no tax
+    # cash moves by exactly the trades and their costs
+    cash = 1_000_000.0
+    for day, group in t.groupby("date"):
+        sign = np.where(group.side == "SELL", 1.0, -1.0)
+        cash += float(np.sum(sign * group.value - group.commission - group.tax - group.slippage))
+        assert r.cash[day] == pytest.approx(cash, rel=1e-12)
+    # equity between rebalances: cash + fixed shares x closes
+    shares = t[t.date == COST_INDEX[1]].set_index("ticker")["shares"]
+    assert r.equity[COST_INDEX[2]] == pytest.approx(r.cash[COST_INDEX[1]] + (shares * COST_CLOSES.iloc[2]).sum())
+    # without is_etf the ETF's trim pays the tax like a stock
+    taxed = engine.run({"close": COST_CLOSES}, COSTS).trades
+    e_sell = taxed[(taxed.date == COST_INDEX[3]) & (taxed.ticker == "E")].iloc[0]
+    assert e_sell.tax == pytest.approx(e_sell.value * 0.0023)
+
+
+def test_whole_shares_by_default_leftover_stays_in_cash():
+    closes = COST_CLOSES * 3.7  # prices that do not divide the targets
+    r = engine.run({"close": closes}, {k: v for k, v in COSTS.items() if k != "fractional_shares"})
+    assert r.params["fractional_shares"] is False
+    assert (r.trades["shares"] == np.floor(r.trades["shares"])).all() and (r.trades["shares"] > 0).all()
+    assert (r.positions["shares"] == np.floor(r.positions["shares"])).all()
+    frac = engine.run({"close": closes}, COSTS)
+    assert r.cash[COST_INDEX[1]] > frac.cash[COST_INDEX[1]]
+    # a share dearer than the target is not bought at all
+    dear = closes.copy()
+    dear["A"] = dear["A"] * 10_000
+    r = engine.run({"close": dear}, {k: v for k, v in COSTS.items() if k != "fractional_shares"})
+    assert "A" not in set(r.trades.ticker)
+
+
+@pytest.mark.parametrize("fractional", [True, False])
+def test_cash_never_negative_when_buys_and_costs_exceed_it(fractional):
+    p = params(top_n=2, rebalance="every_n", rebalance_every_n=2, invest_fraction=1.0, commission_bps=100,
+               slippage_bps=100, sell_tax_bps=30, fractional_shares=fractional)
+    r = engine.run({"close": COST_CLOSES * 1.3}, p)
+    assert r.cash.min() >= 0
+    assert r.cash[COST_INDEX[1]] < 0.01 * 1_000_000  # the buys were scaled down, not skipped
+    assert len(r.trades[r.trades.date == COST_INDEX[1]]) == 2
+
+
+# --- delisting, halts ---------------------------------------------------------------------------------------------
+
+Q_INDEX = pd.bdate_range("2024-01-01", "2024-04-05")
+
+
+def quarter(delist_on: str | None = None) -> pd.DataFrame:
+    n = len(Q_INDEX)
+    t = np.arange(n)
+    k = int((Q_INDEX <= "2024-01-31").sum())
+    d = 1000 * 1.01 ** t                      # the best score in January, then falling 1.5% a day
+    d[k:] = d[k - 1] * 0.985 ** (t[k:] - k + 1)
+    x = 1000 + 0.5 * t                        # steady
+    y = 1000 + 0.4 * t
+    closes = frame({"D": d, "X": x, "Y": y}, Q_INDEX)
+    if delist_on:
+        closes.loc[closes.index > delist_on, "D"] = np.nan
+    return closes
+
+
+def test_delisted_holding_is_sold_at_its_last_close_on_its_last_day():
+    closes = quarter(delist_on="2024-02-14")
+    r = engine.run({"close": closes}, params(top_n=1, commission_bps=10))
+    assert r.trades.iloc[0][["ticker", "side", "reason"]].tolist() == ["D", "BUY", "BUY"]
+    sale = r.trades[(r.trades.ticker == "D") & (r.trades.side == "SELL")]
+    assert len(sale) == 1
+    sale = sale.iloc[0]
+    assert sale.date == pd.Timestamp("2024-02-14") and sale.reason == "DELISTED"
+    assert sale.price == closes.loc["2024-02-14", "D"]
+    assert sale.shares == r.trades.iloc[0].shares
+    assert r.equity.notna().all() and r.cash.min() >= 0
+    after = r.equity["2024-02-15":"2024-02-28"]
+    assert (after == r.cash["2024-02-14"]).all()  # all cash until the next rebalance
+    assert r.exposure["2024-02-15"] == 0.0
+
+
+def test_halted_holding_cannot_trade_and_is_kept():
+    closes = quarter()
+    halted = pd.DataFrame(False, index=Q_INDEX, columns=closes.columns)
+    halted.loc["2024-02-29", "D"] = True  # D ranks last on Feb 29 and would be replaced
+    free = engine.run({"close": closes}, params(top_n=1))
+    kept = engine.run({"close": closes, "halted": halted}, params(top_n=1))
+    feb = pd.Timestamp("2024-02-29")
+    assert set(free.trades[free.trades.date == feb].ticker) == {"D", "X"}
+    assert kept.trades[kept.trades.date == feb].empty  # no sale, and no buy: D keeps its slot
+    mar = kept.trades[kept.trades.date == pd.Timestamp("2024-03-29")]
+    assert mar.set_index("ticker").loc["D", "reason"] == "SELL_REPLACE"
+    # a halted candidate is not bought
+    halted.loc["2024-01-31", "D"] = True
+    first = engine.run({"close": closes, "halted": halted}, params(top_n=1)).trades.iloc[0]
+    assert first.ticker != "D"
+
+
+# --- schedules -------------------------------------------------------------------------------------------------------
+
+
+def test_rebalance_schedules():
+    days = pd.bdate_range("2024-03-25", "2024-04-12").drop(pd.Timestamp("2024-03-29"))  # a Friday holiday
+    names = lambda rows: [str(days[i].date()) for i in rows]  # noqa: E731
+    assert names(engine.rebalance_rows(days, "month_end")) == ["2024-03-28"]
+    assert names(engine.rebalance_rows(days, "week_end")) == ["2024-03-28", "2024-04-05"]  # 04-12: the last row
+    assert list(engine.rebalance_rows(days, "every_n", 3)) == [2, 5, 8, 11]
+    assert list(engine.rebalance_rows(days[:3], "every_n", 3)) == []  # the last row never rebalances
+    with pytest.raises(ValueError):
+        engine.rebalance_rows(days, "daily")
+
+
+def test_engine_trades_only_on_the_schedule_and_reports_progress():
+    closes = quarter()
+    for rule, n in (("month_end", 3), ("week_end", 13)):
+        calls = []
+        r = engine.run({"close": closes}, params(top_n=2, rebalance=rule), progress=functools.partial(calls.append, 1))
+        assert len(r.rebalances) == n == len(calls)
+        assert set(r.trades.date) <= set(r.rebalances)
+        assert (r.equity[: r.rebalances[0]].iloc[:-1] == 1_000_000).all()
+
+
+# --- sell rules, core holdings, regime -----------------------------------------------------------------------------
+
+
+def stop_market() -> pd.DataFrame:
+    closes = quarter()
+    d = closes["D"].to_numpy().copy()
+    k = Q_INDEX.get_loc(pd.Timestamp("2024-02-07"))
+    d[k:] = d[k - 1] * 0.8  # -20% on Feb 7, flat after
+    closes["D"] = d
+    return closes
+
+
+STOP = {"sell_rules": {"enabled": True, "stop_loss_pct": 10.0, "rsi_overbought": 100.0, "trend_sma_days": 500},
+        "top_n": 1}
+
+
+def test_stop_loss_on_rebalance_days_by_default():
+    r = engine.run({"close": stop_market()}, params(**STOP))
+    cut = r.trades[r.trades.reason == "CUT_STOPLOSS"]
+    assert list(cut.date) == [pd.Timestamp("2024-02-29")] and list(cut.ticker) == ["D"]
+
+
+def test_stop_loss_daily_when_configured():
+    p = params(**{**STOP, "sell_rules": {**STOP["sell_rules"], "daily": True}})
+    r = engine.run({"close": stop_market()}, p)
+    cut = r.trades[r.trades.reason == "CUT_STOPLOSS"]
+    assert list(cut.date) == [pd.Timestamp("2024-02-07")]
+    assert cut.iloc[0].price == stop_market().loc["2024-02-07", "D"]
+    # halted on the day it fires: sold on the next day it can trade
+    halted = pd.DataFrame(False, index=Q_INDEX, columns=["D", "X", "Y"])
+    halted.loc["2024-02-07":"2024-02-08", "D"] = True
+    r = engine.run({"close": stop_market(), "halted": halted}, p)
+    assert list(r.trades[r.trades.reason == "CUT_STOPLOSS"].date) == [pd.Timestamp("2024-02-09")]
+
+
+def test_core_holding_held_throughout_at_its_weight_and_never_sold_by_a_rule():
+    closes = stop_market()
+    closes["C"] = closes["D"]  # the same crash, but a core holding
+    p = params(**{**STOP, "sell_rules": {**STOP["sell_rules"], "daily": True}},
+               core_holdings=[{"ticker": "C", "weight": 0.3}])
+    r = engine.run({"close": closes}, p)
+    c = r.trades[r.trades.ticker == "C"]
+    assert set(c.reason) <= {"BUY", "HOLD_CORE"} and c.iloc[0].reason == "BUY"
+    assert "C" in set(r.positions.ticker)
+    for day in r.rebalances:
+        shares = c[c.date <= day].apply(lambda x: x.shares if x.side == "BUY" else -x.shares, axis=1).sum()
+        assert shares * closes.loc[day, "C"] / r.equity[day] == pytest.approx(0.3, rel=1e-9)
+    assert "CUT_STOPLOSS" in set(r.trades.reason)  # D, the same prices, was cut
+
+
+def test_regime_off_means_no_buys():
+    closes = quarter()
+    closes["069500"] = np.linspace(2000, 1000, len(Q_INDEX))
+    p = params(top_n=2, regime={"enabled": True, "ticker": "069500", "sma_days": 5})
+    r = engine.run({"close": closes}, p)
+    assert r.trades.empty and (r.equity == 1_000_000).all()
+    closes["069500"] = np.linspace(1000, 2000, len(Q_INDEX))
+    assert not engine.run({"close": closes}, p).trades.empty
+
+
+def test_full_default_strategy_runs_on_the_sample_market_shape():
+    """Defaults (multi-lookback score, filters with value, regime, sell rules, tax, whole shares) end to end."""
+    rng = np.random.default_rng(5)
+    index = pd.bdate_range("2020-01-01", periods=400)
+    n = 40
+    close = np.round(1000 * np.exp(np.cumsum(rng.normal(0.0005, 0.02, (400, n)), axis=0)))
+    close[:150, 5] = np.nan
+    close[300:, 6] = np.nan
+    cols = [f"{k:06d}" for k in range(1, n)] + ["069500"]
+    closes = pd.DataFrame(close, index=index, columns=cols)
+    value = pd.DataFrame(2e9, index=index, columns=cols)
+    r = engine.run({"close": closes, "value": value}, {"core_holdings": [{"ticker": "069500", "weight": 0.2}]},
+                   is_etf=pd.Series({"069500": True}))
+    assert r.params["lookbacks"] == [21, 63, 126] and r.params["fractional_shares"] is False
+    assert r.cash.min() >= 0 and r.equity.notna().all()
+    assert (r.trades.shares == np.floor(r.trades.shares)).all()
+    assert (r.trades[r.trades.ticker == "069500"].tax == 0).all()
+    assert len(r.positions) <= 6
+    assert set(r.positions.columns) >= {"ticker", "shares", "entry_date", "entry_price"}
