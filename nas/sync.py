@@ -1,0 +1,566 @@
+"""`krx sync`: bring results home with rsync or git (issue 7, DESIGN 1 and 6).
+
+The home is always the local side: `push` sends this home's results and ops receipts to the remote, `pull` fetches
+the remote's results into this home. A NAS that fetches a PC's results runs `pull --remote pc:/path/to/home`; a PC
+that delivers its results runs `push --remote nas:/volume1/krx`; the NAS's daily cycle runs `push` to copy its
+results and receipts to a second place (a backup share, a viewer).
+
+    krx sync push --via rsync --remote SPEC [--delete] [--rsh CMD] [--bwlimit KBPS]
+        reports/ops/ (receipts, summary) and every result folder reports/done/<id>/ the remote lacks -> SPEC
+    krx sync pull --via rsync --remote SPEC [--delete] [--rsh CMD] [--bwlimit KBPS]
+        every result folder SPEC/reports/done/<id>/ this home lacks -> reports/done/
+    krx sync push --via git [--remote NAME_OR_URL] [--branch NAME]
+        commit reports/done/ and reports/ops/ in the home's own git repository (created when missing) and push
+
+SPEC is a local folder (a mounted share) or `[user@]host:path` reached over ssh; SPEC itself must exist (a missing
+one is what an unmounted share looks like, and creating it would fill the local disk instead): everything below it
+is created.
+
+How a result folder stays whole on the receiving side (the queue takes `done/<id>/` for a finished result):
+rsync writes the new folders into a hidden staging folder beside done/ (`reports/.sync-<host>.tmp/`, ignored by
+every reader, resumed by the next run after an interruption, `--partial-dir` keeping half-sent files), and only
+after rsync exited 0 is each folder renamed into done/: one rename, so a reader sees all of a result or none of
+it. Over ssh the rename runs on the remote through the same remote shell rsync uses. Results are write-once (the
+queue publishes each id once), so a folder the other side already has is never sent again; receipts and the
+summary are single files, each replaced atomically (`--delay-updates`). Hidden temporary files and folders
+(`.*.tmp`: jobs' work in progress) are never copied. `--delete` (off by default) also removes the result folders
+(and receipts) the source side no longer has, each folder hidden first by a rename and only then deleted; it
+refuses to empty a side whose source lists no results at all (an unmounted share looks like that).
+
+Every rsync/git call is retried under the shared policy (app.yaml `retry`) when it failed for a transient reason
+(rsync exit codes 10, 11, 12, 23, 24, 30, 35, 255; a git remote that cannot be reached), never for a usage error.
+Exit codes: 0 done (including nothing to do), 2 another sync of this home is running, 3 failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import atomic, config, log, retry
+from common.cli import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK
+from common.home import Home
+from common.queue import is_valid_id
+
+_log = log.get("sync")
+
+# rsync exit codes worth another try: socket I/O (10), file I/O (11: e.g. the remote folder is missing, a share
+# gone away), protocol stream (12), partial transfer (23: some files failed; a flaky share), vanished source
+# files (24: a file moved while being sent), I/O timeout (30), daemon timeout (35), ssh could not connect (255).
+# Everything else (1 syntax, 2 protocol, 3 bad paths, 4 unsupported option, 5 remote rsync missing, 20 interrupted,
+# ...) is a usage or setup error that another try cannot fix.
+RSYNC_TRANSIENT = frozenset({10, 11, 12, 23, 24, 30, 35, 255})
+PARTIAL_DIR = ".rsync-partial"
+DEFAULT_RSH = "ssh -o BatchMode=yes -o ConnectTimeout=20"  # cron has no terminal: fail instead of prompting
+HIDDEN_TMP = ".*.tmp"  # jobs' work in progress (atomic writes, the worker's output folders): never a result
+COMMIT_PREFIX = "Daily recon update - "
+GIT_IDENTITY = ("-c", "user.name=krx-alertor", "-c", "user.email=krx-alertor@localhost")
+GITIGNORE = """\
+# krx-alertor home: only results and ops receipts are versioned (`krx sync push --via git`)
+/data/
+/logs/
+/state/
+/archive/
+/.venv/
+.env
+/reports/pending/
+/reports/processing/
+/reports/failed/
+.*.tmp
+"""
+# git push errors no retry can fix: a rejected push (the remote moved on), refused credentials, no such repository
+GIT_PERMANENT = re.compile(
+    r"rejected|non-fast-forward|fetch first|authentication failed|permission denied|could not read username|"
+    r"terminal prompts disabled|repository not found|403|invalid username or password", re.IGNORECASE)
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+
+
+class SyncError(Exception):
+    """A failure another try cannot fix (bad arguments, missing tools, a rejected push); the message says why."""
+
+
+def redact(text: str) -> str:
+    """Hide credentials embedded in URLs (https://user:token@host -> https://***@host)."""
+    return _URL_USERINFO.sub(r"\1***@", text)
+
+
+def staging_name() -> str:
+    """The hidden staging folder beside done/ on the receiving side: one per sending machine, so two machines
+    pushing to the same NAS never clean up each other's work in progress."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+    return f".sync-{host}.tmp"
+
+
+# --- where the other side is ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A local folder, or `[user@]host:path` over a remote shell (ssh)."""
+
+    path: str
+    host: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Spec:
+        text = text.strip()
+        if not text:
+            raise SyncError("no remote given: pass --remote SPEC or set app.yaml sync.remote")
+        if text.startswith("rsync://") or "::" in text:
+            raise SyncError(f"rsync daemon remotes are not supported ({text!r}): use a local path or host:path")
+        m = re.match(r"^([^/:]+):(.*)$", text)
+        windows_drive = m is not None and len(m.group(1)) == 1 and os.name == "nt"
+        if m and not windows_drive:
+            return cls(path=m.group(2).rstrip("/") or ".", host=m.group(1))
+        return cls(path=str(Path(text).expanduser().absolute()))
+
+    @property
+    def remote(self) -> bool:
+        return self.host is not None
+
+    def arg(self, *parts: str, slash: bool = False) -> str:
+        """The rsync argument for a path below the spec's root."""
+        path = "/".join([self.path.rstrip("/") or "/", *parts]) if parts else self.path
+        path = path + "/" if slash and not path.endswith("/") else path
+        return f"{self.host}:{path}" if self.host else path
+
+    def __str__(self) -> str:
+        return redact(self.arg())
+
+
+# --- running rsync and the remote side's renames ---------------------------------------------------------------
+
+
+@dataclass
+class Rsync:
+    rsh: str
+    io_timeout_s: int
+    timeout_s: int
+    bwlimit_kbps: int = 0
+
+    def base(self) -> list[str]:
+        cmd = ["rsync", "-a", f"--timeout={self.io_timeout_s}", f"--rsh={self.rsh}"]
+        if self.bwlimit_kbps:
+            cmd.append(f"--bwlimit={self.bwlimit_kbps}")
+        return cmd
+
+    def run(self, step: str, args: Sequence[str]) -> str:
+        """Run rsync once; TransientError for a failure worth another try, SyncError for any other."""
+        cmd = [*self.base(), *args]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s)
+        except FileNotFoundError:
+            raise SyncError("rsync is not installed (apt-get install rsync; Synology: enable rsync)") from None
+        except subprocess.TimeoutExpired:
+            raise retry.TransientError(f"{step}: rsync did not finish within {self.timeout_s}s") from None
+        if proc.returncode == 0:
+            return proc.stdout
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        why = redact(" | ".join(lines[-3:]) or "no message")
+        msg = f"{step}: rsync exit {proc.returncode}: {why}"
+        if "No such file or directory" in why and ("mkdir" in why or "change_dir" in why):
+            msg += " (the remote folder must exist: create it once, or mount the share)"
+        if proc.returncode in RSYNC_TRANSIENT:
+            raise retry.TransientError(msg)
+        raise SyncError(msg)
+
+    def list_dirs(self, spec: Spec, *parts: str) -> set[str] | None:
+        """Names of the result folders in spec/parts (valid ids, not hidden); None when the folder is missing."""
+        try:
+            out = self.run("list", ["--list-only", "--no-recursive", "--dirs", spec.arg(*parts, slash=True)])
+        except (retry.TransientError, SyncError) as exc:
+            if "No such file or directory" in str(exc) and "change_dir" in str(exc):
+                return None
+            raise
+        names = set()
+        for line in out.splitlines():
+            fields = line.split(None, 4)
+            if len(fields) == 5 and fields[0].startswith("d") and is_valid_id(fields[4]) \
+                    and not fields[4].startswith("."):
+                names.add(fields[4])
+        return names
+
+
+class Side:
+    """File operations on one side's folder (its root is a spec's path): the renames that publish or remove a
+    result folder in one step. Local folders use the OS directly; a host:path runs a POSIX shell script on the
+    host through the remote shell rsync uses (ssh), so no other tool is needed there."""
+
+    def __init__(self, spec: Spec, rsh: str, timeout_s: int):
+        self.spec, self.rsh, self.timeout_s = spec, rsh, timeout_s
+
+    def _sh(self, step: str, script: str) -> list[str]:
+        assert self.spec.host is not None
+        cmd = [*shlex.split(self.rsh), self.spec.host, script]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s)
+        except FileNotFoundError:
+            raise SyncError(f"{step}: remote shell {self.rsh.split()[0]!r} not found") from None
+        except subprocess.TimeoutExpired:
+            raise retry.TransientError(f"{step}: the remote shell did not finish within {self.timeout_s}s") from None
+        if proc.returncode != 0:
+            why = redact(" | ".join(proc.stderr.strip().splitlines()[-3:]) or "no message")
+            raise retry.TransientError(f"{step}: remote shell exit {proc.returncode}: {why}")
+        return proc.stdout.splitlines()
+
+    def publish(self, staging: str, target: str, names: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Rename staging/<name> to target/<name> for each name; a name the target has already is dropped from the
+        staging folder instead (results are write-once). Returns (published, already there)."""
+        published: list[str] = []
+        present: list[str] = []
+        if not names:
+            return published, present
+        if self.spec.host is None:
+            root = Path(self.spec.path)
+            (root / target).mkdir(parents=True, exist_ok=True)
+            for name in names:
+                src, dst = root / staging / name, root / target / name
+                if not src.is_dir():
+                    continue
+                try:
+                    if dst.exists():
+                        raise FileExistsError(dst)
+                    os.rename(src, dst)  # onto a name that does not exist: POSIX refuses a non-empty target
+                    published.append(name)
+                except OSError:
+                    if not dst.is_dir():
+                        raise
+                    shutil.rmtree(src, ignore_errors=True)
+                    present.append(name)
+            atomic.fsync_dir(root / target)
+            return published, present
+        q = shlex.quote
+        lines = [f"cd {q(self.spec.path)} || exit 3", f"mkdir -p {q(target)} || exit 3"]
+        for name in names:
+            src, dst = q(f"{staging}/{name}"), q(f"{target}/{name}")
+            # mv onto an existing folder would move into it: the test keeps a present result untouched
+            lines.append(f"if [ ! -d {src} ]; then :; elif [ -e {dst} ]; then rm -rf {src} && echo present {q(name)};"
+                         f" else mv {src} {dst} && echo published {q(name)}; fi")
+        for line in self._sh("publish", "\n".join(lines)):
+            word, _, name = line.partition(" ")
+            (published if word == "published" else present if word == "present" else []).append(name)
+        return published, present
+
+    def remove(self, target: str, names: Sequence[str], trash: str) -> None:
+        """Remove target/<name> folders: each renamed into the hidden trash first (gone from readers in one step),
+        then deleted, then the trash itself."""
+        if not names:
+            return
+        if self.spec.host is None:
+            root = Path(self.spec.path)
+            (root / trash).mkdir(parents=True, exist_ok=True)
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(root / target / name, root / trash / name)
+            shutil.rmtree(root / trash, ignore_errors=True)
+            return
+        q = shlex.quote
+        lines = [f"cd {q(self.spec.path)} || exit 3", f"mkdir -p {q(trash)} || exit 3"]
+        lines += [f"[ -e {q(target + '/' + n)} ] && mv {q(target + '/' + n)} {q(trash + '/' + n)}" for n in names]
+        lines.append(f"rm -rf {q(trash)}")
+        self._sh("delete", "\n".join(lines))
+
+    def drop(self, rel: str) -> None:
+        """Remove a hidden staging folder of ours once it is empty of work worth resuming."""
+        if self.spec.host is None:
+            shutil.rmtree(Path(self.spec.path) / rel, ignore_errors=True)
+        else:
+            self._sh("cleanup", f"cd {shlex.quote(self.spec.path)} && rm -rf {shlex.quote(rel)}")
+
+
+# --- rsync push and pull ---------------------------------------------------------------------------------------
+
+
+def local_results(home: Home) -> set[str]:
+    done = home.queue("done")
+    try:
+        return {e.name for e in os.scandir(done) if e.is_dir() and is_valid_id(e.name) and not e.name.startswith(".")}
+    except FileNotFoundError:
+        return set()
+
+
+def _step(name: str, fn, *args, retry_cfg: dict, details=None):
+    """One step under the retry policy, one log line when it is done."""
+    t0 = time.monotonic()
+    out = retry.call(fn, *args, retry_cfg=retry_cfg)
+    text = details(out) if callable(details) else (details or "")
+    log.event(_log, name, text, rc=0, elapsed_ms=(time.monotonic() - t0) * 1000)
+    return out
+
+
+def _files_from(names: Sequence[str], fmt: str) -> str:
+    fd, path = tempfile.mkstemp(prefix="krx-sync-", suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.writelines(fmt.format(n) + "\n" for n in names)
+    return path
+
+
+def rsync_push(home: Home, spec: Spec, rs: Rsync, *, delete: bool, retry_cfg: dict) -> dict:
+    """reports/ops/ and the result folders the remote lacks -> SPEC (see the module doc)."""
+    home.queue("done").mkdir(parents=True, exist_ok=True)
+    staging = staging_name()
+    side = Side(spec, rs.rsh, rs.timeout_s)
+
+    # 1. the remote's reports/done/ (empty) and reports/ops/; `SPEC/.` makes rsync fail instead of creating SPEC
+    sources = [f"{home.root}/./reports/done"]
+    if (home.reports / "ops").is_dir():
+        sources.append(f"{home.root}/./reports/ops")
+    args = ["--relative", "--delay-updates", f"--partial-dir={PARTIAL_DIR}", f"--exclude={HIDDEN_TMP}",
+            "--exclude=/reports/done/*", *(["--delete"] if delete else []), *sources, spec.arg(".")]
+    _step("SYNC_OPS", rs.run, "ops", args, retry_cfg=retry_cfg,
+          details=f"reports/ops/ -> {spec}" if len(sources) > 1 else f"no reports/ops/ yet; {spec} ready")
+
+    # 2. which results the remote has
+    mine = local_results(home)
+    theirs = _step("SYNC_LIST", rs.list_dirs, spec, "reports", "done", retry_cfg=retry_cfg,
+                   details=lambda s: f"remote has {len(s or ())} results, this home {len(mine)}") or set()
+
+    # 3. the missing ones into the remote's staging folder, 4. each renamed into done/ in one step
+    send = sorted(mine - theirs)
+    published: list[str] = []
+    if send:
+        listing = _files_from(send, "{}/")
+        try:
+            # --delete only inside our own staging copies: a run killed outright may have left rsync's temp files
+            args = ["--delay-updates", f"--partial-dir={PARTIAL_DIR}", f"--exclude={HIDDEN_TMP}", "--delete",
+                    f"--files-from={listing}", "--recursive", f"{home.queue('done')}/", spec.arg("reports", staging)]
+            _step("SYNC_RESULTS", rs.run, "results", args, retry_cfg=retry_cfg,
+                  details=f"{len(send)} result folders -> {spec.arg('reports', staging)} (staging)")
+        finally:
+            os.unlink(listing)
+        published, present = _step(
+            "SYNC_PUBLISH", side.publish, f"reports/{staging}", "reports/done", send, retry_cfg=retry_cfg,
+            details=lambda r: f"published {len(r[0])} into {spec.arg('reports', 'done')}"
+                              + (f"; {len(r[1])} were there already" if r[1] else ""))
+    else:
+        log.event(_log, "SYNC_RESULTS", "nothing new to send", rc=0)
+    retry.call(side.drop, f"reports/{staging}", retry_cfg=retry_cfg)
+
+    removed: list[str] = []
+    if delete:
+        extra = sorted(theirs - mine)
+        if extra and not mine:
+            raise SyncError(f"--delete: this home lists no results at all; refusing to delete the remote's "
+                            f"{len(extra)} (is reports/done/ the right folder?)")
+        _step("SYNC_DELETE", side.remove, "reports/done", extra, "reports/.sync-trash.tmp", retry_cfg=retry_cfg,
+              details=f"removed {len(extra)} result folders this home no longer has")
+        removed = extra
+    return {"sent": published, "deleted": removed}
+
+
+def rsync_pull(home: Home, spec: Spec, rs: Rsync, *, delete: bool, retry_cfg: dict) -> dict:
+    """The result folders SPEC/reports/done/ has and this home lacks -> reports/done/ (see the module doc)."""
+    home.queue("done").mkdir(parents=True, exist_ok=True)
+    staging = staging_name()
+    local = Side(Spec(str(home.root)), rs.rsh, rs.timeout_s)
+    mine = local_results(home)
+    # top-level filters, first match wins: hidden entries, the results we have, then every other folder
+    skip = _files_from(sorted(mine), "- /{}/")
+    try:
+        # --delete only inside our own staging copy: a run killed outright may have left rsync's temp files
+        args = ["--delay-updates", f"--partial-dir={PARTIAL_DIR}", "--delete", "--exclude=/.*",
+                f"--exclude-from={skip}", "--include=/*/", "--exclude=/*", f"--exclude={HIDDEN_TMP}",
+                spec.arg("reports", "done", slash=True), f"{home.reports / staging}/"]
+        _step("SYNC_RESULTS", rs.run, "results", args, retry_cfg=retry_cfg,
+              details=f"{spec.arg('reports', 'done')} -> {home.reports / staging} (staging)")
+    finally:
+        os.unlink(skip)
+    fetched = sorted(e.name for e in os.scandir(home.reports / staging)
+                     if e.is_dir() and is_valid_id(e.name) and not e.name.startswith(".")) \
+        if (home.reports / staging).is_dir() else []
+    published, present = _step(
+        "SYNC_PUBLISH", local.publish, f"reports/{staging}", "reports/done", fetched, retry_cfg=retry_cfg,
+        details=lambda r: f"published {len(r[0])} into {home.queue('done')}"
+                          + (f"; {len(r[1])} were there already" if r[1] else ""))
+    local.drop(f"reports/{staging}")
+
+    removed: list[str] = []
+    if delete:
+        theirs = _step("SYNC_LIST", rs.list_dirs, spec, "reports", "done", retry_cfg=retry_cfg,
+                       details=lambda s: f"remote has {len(s or ())} results") or set()
+        extra = sorted(local_results(home) - theirs)
+        if extra and not theirs:
+            raise SyncError(f"--delete: the remote lists no results at all; refusing to delete this home's "
+                            f"{len(extra)} (is the share mounted?)")
+        _step("SYNC_DELETE", local.remove, "reports/done", extra, "reports/.sync-trash.tmp", retry_cfg=retry_cfg,
+              details=f"removed {len(extra)} result folders the remote no longer has")
+        removed = extra
+    return {"sent": published, "deleted": removed}
+
+
+# --- git push --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Git:
+    home: Home
+    timeout_s: int
+    identity: tuple[str, ...] = ()
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        # the home's own repository, never one that merely encloses it (e.g. a code checkout)
+        cmd = ["git", f"--git-dir={self.home.root / '.git'}", f"--work-tree={self.home.root}", *self.identity, *args]
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}  # cron has no terminal; parse English
+        env.setdefault("GIT_SSH_COMMAND", DEFAULT_RSH)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s, env=env,
+                                  cwd=self.home.root)
+        except FileNotFoundError:
+            raise SyncError("git is not installed") from None
+        except subprocess.TimeoutExpired:
+            raise retry.TransientError(f"git {args[0]} did not finish within {self.timeout_s}s") from None
+        if check and proc.returncode != 0:
+            why = redact(" | ".join(proc.stderr.strip().splitlines()[-4:]) or "no message")
+            raise SyncError(f"git {args[0]} exit {proc.returncode}: {why}")
+        return proc
+
+
+def git_push(home: Home, remote: str, branch: str, *, retry_cfg: dict, timeout_s: int) -> dict:
+    git = Git(home, timeout_s)
+    if not (home.root / ".git").exists():
+        t0 = time.monotonic()
+        git("init", "-q")
+        git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+        if not (home.root / ".gitignore").exists():
+            atomic.write_text(home.root / ".gitignore", GITIGNORE)
+        log.event(_log, "GIT_INIT", f"new repository in {home.root} (branch {branch}, .gitignore keeps data/, "
+                  "logs/, state/, .venv out)", rc=0, elapsed_ms=(time.monotonic() - t0) * 1000)
+    if not all(git("config", key, check=False).stdout.strip() for key in ("user.name", "user.email")):
+        git.identity = GIT_IDENTITY
+
+    # stage results and receipts (also their removal, e.g. by retention); hidden work in progress never
+    paths = [p for p in ("reports/done", "reports/ops")
+             if (home.root / p).exists() or git("ls-files", "--", p, check=False).stdout.strip()]
+    message = f"{COMMIT_PREFIX}{log.now():%Y-%m-%d}"
+    committed = False
+    if paths:
+        git("add", "-A", "--", *paths, f":(exclude,glob)**/{HIDDEN_TMP}", f":(exclude,glob)**/{HIDDEN_TMP}/**")
+        if git("diff", "--cached", "--quiet", "--", *paths, check=False).returncode == 1:
+            t0 = time.monotonic()
+            git("commit", "-q", "-m", message, "--", *paths)
+            sha = git("rev-parse", "--short", "HEAD").stdout.strip()
+            stat = git("show", "--stat", "--format=", "HEAD").stdout.strip().splitlines()
+            log.event(_log, "GIT_COMMIT", f"{sha} {message!r} {stat[-1].strip() if stat else ''}", rc=0,
+                      elapsed_ms=(time.monotonic() - t0) * 1000)
+            committed = True
+    if not committed:
+        log.event(_log, "GIT_COMMIT", "nothing to commit", rc=0)
+
+    if git("rev-parse", "--verify", "-q", "HEAD", check=False).returncode != 0:
+        log.event(_log, "GIT_PUSH", "no commits yet; nothing to push", rc=0)
+        return {"committed": False, "pushed": False}
+    if not remote:
+        if "origin" in git("remote", check=False).stdout.split():
+            remote = "origin"
+        else:
+            raise SyncError("no git remote: pass --remote NAME_OR_URL or set app.yaml sync.remote "
+                            "(the commit is kept and goes out with the next push)")
+
+    def push() -> str:
+        proc = git("push", "--porcelain", remote, f"HEAD:refs/heads/{branch}", check=False)
+        if proc.returncode == 0:
+            return proc.stdout
+        why = redact(" | ".join((proc.stderr + proc.stdout).strip().splitlines()[-4:]) or "no message")
+        msg = f"git push to {redact(remote)} ({branch}) exit {proc.returncode}: {why}"
+        if GIT_PERMANENT.search(why):
+            raise SyncError(msg)
+        raise retry.TransientError(msg)
+
+    out = _step("GIT_PUSH", push, retry_cfg=retry_cfg,
+                details=lambda o: f"{redact(remote)} {branch}: "
+                                  + ("up to date" if "[up to date]" in o else "pushed"))
+    return {"committed": committed, "pushed": "[up to date]" not in out}
+
+
+# --- the command -----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def home_lock(home: Home, name: str) -> Iterator[bool]:
+    """A non-blocking lock on state/.<name>.lock: False when another run of this home holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the Task Scheduler never overlaps one task with itself
+        yield True
+        return
+    home.state.mkdir(parents=True, exist_ok=True)
+    with open(home.state / f".{name}.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("direction", choices=["pull", "push"],
+                   help="push: this home -> remote; pull: the remote's results -> this home")
+    p.add_argument("--via", choices=["rsync", "git"], help="transport (default: app.yaml sync.via)")
+    p.add_argument("--remote", metavar="SPEC", help="rsync: local path or host:path; git: remote name or URL "
+                   "(default: app.yaml sync.remote)")
+    p.add_argument("--branch", metavar="NAME", help="git: branch to push to (default: app.yaml sync.branch)")
+    p.add_argument("--delete", action="store_true",
+                   help="rsync: also remove result folders the source side no longer has (off by default)")
+    p.add_argument("--rsh", metavar="CMD", help="rsync: remote shell for host:path (default: app.yaml sync.rsh)")
+    p.add_argument("--bwlimit", type=int, default=0, metavar="KBPS",
+                   help="rsync: cap the bandwidth (KiB/s) so the day's sync does not choke the link")
+
+
+def run(args: argparse.Namespace) -> int:
+    home = Home.from_env()
+    log.setup_logging("sync", home)
+    app = config.load("app", home)
+    cfg = app["sync"]
+    via = args.via or cfg["via"]
+    remote = args.remote if args.remote is not None else cfg["remote"]
+    branch = args.branch or cfg["branch"]
+    t0 = time.monotonic()
+    with home_lock(home, "sync") as locked:
+        if not locked:
+            log.event(_log, "SYNC_BUSY", "another `krx sync` of this home is running; try again later",
+                      rc=EXIT_BLOCKED, level=logging.WARNING)
+            return EXIT_BLOCKED
+        try:
+            if via == "git":
+                if args.direction == "pull":
+                    raise SyncError("pull --via git is not supported: the NAS fetches with `git pull` in its clone, "
+                                    "or use pull --via rsync")
+                log.event(_log, "SYNC_START", f"push --via git remote={redact(remote) or '(origin)'} "
+                          f"branch={branch} home={home.root}")
+                out = git_push(home, remote, branch, retry_cfg=app["retry"], timeout_s=cfg["timeout_s"])
+                summary = ("committed and " if out["committed"] else "nothing to commit; ") + (
+                    "pushed" if out["pushed"] else "remote up to date")
+            else:
+                spec = Spec.parse(remote)
+                rsh = args.rsh or cfg["rsh"] or os.environ.get("RSYNC_RSH") or DEFAULT_RSH
+                rs = Rsync(rsh, cfg["io_timeout_s"], cfg["timeout_s"], args.bwlimit)
+                log.event(_log, "SYNC_START", f"{args.direction} --via rsync remote={spec} home={home.root}"
+                          + (" --delete" if args.delete else ""))
+                fn = rsync_push if args.direction == "push" else rsync_pull
+                out = fn(home, spec, rs, delete=args.delete, retry_cfg=app["retry"])
+                summary = f"{'sent' if args.direction == 'push' else 'fetched'} {len(out['sent'])} results" + (
+                    f", deleted {len(out['deleted'])}" if args.delete else "")
+        except (SyncError, retry.TransientError, OSError) as exc:
+            what = "gave up after retries: " if isinstance(exc, retry.TransientError) else ""
+            log.event(_log, "SYNC_FAILED", f"{args.direction} --via {via}: {what}{redact(str(exc))}",
+                      rc=EXIT_FAILED, elapsed_ms=(time.monotonic() - t0) * 1000, level=logging.ERROR)
+            return EXIT_FAILED
+    log.event(_log, "SYNC_DONE", f"{args.direction} --via {via}: {summary}", rc=EXIT_OK,
+              elapsed_ms=(time.monotonic() - t0) * 1000)
+    return EXIT_OK
