@@ -24,7 +24,7 @@ _SUFFIX = ["전자", "화학", "바이오", "건설", "증권", "제약", "식�
 class SampleSource:
     name = "sample"
 
-    def __init__(self, calendar: TradingCalendar, seed: int = 20240101, tickers: int = 300,
+    def __init__(self, calendar: TradingCalendar, seed: int = 42, tickers: int = 300,
                  first_date: dt.date = dt.date(2019, 1, 2)):
         if not 10 <= tickers <= MAX_TICKERS:
             raise ValueError(f"sample market: tickers must be between 10 and {MAX_TICKERS}, got {tickers}")
@@ -144,7 +144,7 @@ def _day_shocks(seed: int, day: dt.date, n: int) -> dict:
     rng = np.random.default_rng([seed, 2, day.toordinal()])
     # draw for MAX_TICKERS so ticker k's shock does not depend on how many tickers the market has
     return {
-        "market": rng.normal(0.0003, 0.011),
+        "market": rng.normal(0.0005, 0.011),
         "etf": rng.normal(),
         "idio": rng.standard_normal(MAX_TICKERS)[:n],
         "halted": (rng.random(MAX_TICKERS) < 0.002)[:n],
