@@ -170,11 +170,13 @@ def test_preflight_low_disk_and_bad_config(home: Home, env: dict[str, str]) -> N
     assert rc == 3 and "delivery_policy" in r["steps"][0]["details"]
 
 
-def test_non_trading_day_completes_with_data_steps_skipped(home: Home, env: dict[str, str]) -> None:
+def test_non_trading_day_completes_with_data_steps_skipped(home: Home, env: dict[str, str], tmp_path: Path) -> None:
+    env["KRX__APP__SYNC__REMOTE"] = str(tmp_path / "pc")  # sync is configured: it still runs on a holiday
     rc, r = cycle.run_cycle(home, HOLIDAY, base_env=env)
     assert rc == 0 and (r["result"], r["reason"]) == ("COMPLETED", "NON_TRADING_DAY")
     skipped = {s["name"]: s for s in r["steps"] if s["status"] == "SKIPPED"}
     assert set(skipped) == set(cycle.DATA_STEPS)
+    assert r["steps"][-1]["name"] == "sync" and r["steps"][-1]["rc"] == 0, r["steps"][-1]
     assert "not a KRX trading day" in skipped["ingest"]["details"] and "2024-01-08" in skipped["ingest"]["details"]
     assert all(s["rc"] is None for s in skipped.values())
 
