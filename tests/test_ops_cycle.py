@@ -171,6 +171,7 @@ def test_preflight_low_disk_and_bad_config(home: Home, env: dict[str, str]) -> N
 
 
 def test_non_trading_day_completes_with_data_steps_skipped(home: Home, env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "pc").mkdir()
     env["KRX__APP__SYNC__REMOTE"] = str(tmp_path / "pc")  # sync is configured: it still runs on a holiday
     rc, r = cycle.run_cycle(home, HOLIDAY, base_env=env)
     assert rc == 0 and (r["result"], r["reason"]) == ("COMPLETED", "NON_TRADING_DAY")
