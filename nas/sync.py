@@ -253,6 +253,19 @@ class Side:
             (published if word == "published" else present if word == "present" else []).append(name)
         return published, present
 
+    def rename(self, src: str, dst: str) -> None:
+        """Rename src to dst (relative to the root) in one step; fails when dst exists already."""
+        if self.spec.host is None:
+            root = Path(self.spec.path)
+            if (root / dst).exists():
+                raise FileExistsError(root / dst)
+            os.rename(root / src, root / dst)
+            atomic.fsync_dir((root / dst).parent)
+            return
+        q = shlex.quote
+        self._sh("rename", f"cd {q(self.spec.path)} || exit 3\n"
+                 f"[ -e {q(dst)} ] && {{ echo {q(dst)} exists >&2; exit 3; }}\nmv {q(src)} {q(dst)}")
+
     def remove(self, target: str, names: Sequence[str], trash: str) -> None:
         """Remove target/<name> folders: each renamed into the hidden trash first (gone from readers in one step),
         then deleted, then the trash itself."""
