@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         load_dotenv(home.root / ".env", override=False)  # secrets only; never logged
     except OSError:
         pass
+    from common import switches
+
+    switches.enforce_mock_only(home)  # MOCK_ONLY: no external channel for this job or its children
     try:
         return int(_handlers(args.command)[1](args) or 0)
     except config.ConfigError as exc:

@@ -29,6 +29,7 @@ def _step(title: str, *args: str, home: Home, ok: tuple[int, ...] = (0,)) -> int
     print(f"\n== {title}\n$ krx {' '.join(args)}", flush=True)
     started = time.monotonic()
     env = {**os.environ, "KRX_HOME": str(home.root)}
+    home.root.mkdir(parents=True, exist_ok=True)
     rc = subprocess.run([sys.executable, "-m", "common.cli", *args], env=env, cwd=home.root).returncode
     print(f"-> rc={rc} in {time.monotonic() - started:.1f}s", flush=True)
     if rc not in ok:

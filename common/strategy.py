@@ -78,6 +78,20 @@ def min_history(params: Mapping) -> int:
     return int(params["filters"]["min_history_days"] or max(params["lookbacks"]))
 
 
+def warmup_rows(params: Mapping, margin: int = 5) -> int:
+    """Rows of history the strategy needs before its first full decision: the longest lookback, filter window
+    or moving average in use (RSI's included: Wilder's needs about ten periods to settle), plus a margin."""
+    need = [max(params["lookbacks"])]
+    filters, regime, sell = params["filters"], params["regime"], params["sell_rules"]
+    if filters["enabled"]:
+        need += [filters["value_window"], min_history(params)]
+    if regime["enabled"]:
+        need.append(regime["sma_days"])
+    if sell["enabled"]:
+        need += [sell["trend_sma_days"], sell["rsi_days"] * 10]
+    return int(max(need)) + margin
+
+
 def pick_weight(params: Mapping) -> float:
     """The target fraction of equity of each TopN pick."""
     core = sum(h["weight"] for h in params["core_holdings"])

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from common import calendar, config, log
+from common import calendar, config, log, switches
 from common.cli import EXIT_FAILED, EXIT_OK, parse_date
 from common.home import Home
 from common.store import EodStore, validate_day
@@ -96,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
         app = config.load("app", home)
         cal = calendar.load(home)
         name = args.source or app["source"]
+        if name != "sample" and switches.gate(home) == switches.MOCK_ONLY:
+            log.event(_log, "INGEST_MOCK_ONLY", f"gate is MOCK_ONLY: source {name} replaced by sample",
+                      level=logging.WARNING)
+            name = "sample"
         if args.date and (args.start or args.end):
             raise ValueError("give --date, or --start/--end, not both")
         if args.date:

@@ -10,6 +10,7 @@ from common import config, events, log, queue, schemas
 from common.cli import EXIT_FAILED, EXIT_OK, parse_date
 from common.home import Home
 from common.store import EodStore
+from common.strategy import warmup_rows
 
 _log = log.get("request")
 STRATEGY = "momentum_topN_v1"
@@ -17,16 +18,20 @@ STRATEGY = "momentum_topN_v1"
 
 def build(home: Home, day: dt.date | None = None) -> dict:
     """The day's backtest_request/1: the strategy with the NAS's current parameters, over the configured years up
-    to `day` (default: the store's last day). Its id derives from date, strategy and parameters."""
+    to `day` (default: the store's last day), starting no earlier than the strategy's warm-up allows. Its id
+    derives from date, strategy and parameters."""
     store = EodStore.for_home(home)
     end = day or store.last_date()
-    first = store.first_date()
-    if end is None or first is None:
+    if end is None:
         raise ValueError(f"the store {store.root} is empty; run `krx ingest` first")
     years = config.load("app", home)["request"]["years"]
-    start = max(first, end - dt.timedelta(days=round(365.25 * years)))
     strategies = config.load("strategies", home)
-    return schemas.new_request(STRATEGY, start, end, params=strategies["strategies"][STRATEGY],
+    params = strategies["strategies"][STRATEGY]
+    # leave the strategy its warm-up history before the first day it reports on (when the store has it)
+    stored = sorted(d for d in store.stored_dates() if d <= end)
+    warm = stored[warmup_rows(params)] if len(stored) > warmup_rows(params) else stored[0]
+    start = max(warm, end - dt.timedelta(days=round(365.25 * years)))
+    return schemas.new_request(STRATEGY, start, end, params=params,
                                correlation_id=events.correlation_id(end, STRATEGY), home=home,
                                strategies=strategies, requested_by=events.who())
 

@@ -102,10 +102,8 @@ def scan(home: Home, day: dt.date | None = None) -> dict:
     cal = calendar.load(home)
     asof, next_day = resolve_day(store, cal, day)
     params = strategy.default_params(home)
-    sr = params["sell_rules"]
-    rows_needed = max(max(params["lookbacks"]), strategy.min_history(params), params["regime"]["sma_days"],
-                      sr["trend_sma_days"], sr["rsi_days"] * 10) + 1
-    start = asof - dt.timedelta(days=int(rows_needed * 1.5) + 30)  # calendar days covering the trading rows
+    # calendar days that surely cover the trading rows the indicators need
+    start = asof - dt.timedelta(days=int(strategy.warmup_rows(params) * 1.5) + 30)
     panels = store.load_panel(["close", "halted", "value"], start=start, end=asof)
     ctx = strategy.Indicators.build(panels, params)
     portfolio = load_portfolio(home)

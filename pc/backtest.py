@@ -31,6 +31,7 @@ from common import config, log
 from common.cli import EXIT_FAILED, EXIT_OK, parse_date
 from common.home import DEFAULT_CONFIGS, Home
 from common.store import EodStore
+from common.strategy import warmup_rows
 from pc import metrics as mx
 from pc import report
 
@@ -38,7 +39,6 @@ DEFAULT_STRATEGY = "momentum_topN_v1"
 PANEL_FIELDS = ("close", "value", "halted")
 ETF_MARKET = "ETF"
 MIN_REPORTED_ROWS = 60  # a default window shorter than this reports the whole store, warm-up included
-WARMUP_MARGIN = 5  # rows beyond the longest window: a few holidays or missing rows never starve an indicator
 
 _log = log.get("backtest")
 
@@ -71,20 +71,6 @@ def strategy_params(strategy: str, overrides: Mapping[str, Any] | None = None, *
         return config.check_strategy_params(dict(overrides or {}), cfg["strategies"][strategy], source=source)
     except config.ConfigError as exc:
         raise BacktestError(f"bad parameter: {exc}") from None
-
-
-def warmup_rows(params: Mapping[str, Any]) -> int:
-    """Rows of history the strategy needs before its first decision: the longest lookback or moving average in
-    use, plus a margin."""
-    need = [max(params["lookbacks"])]
-    filters, regime, sell = params.get("filters", {}), params.get("regime", {}), params.get("sell_rules", {})
-    if filters.get("enabled"):
-        need += [filters.get("value_window", 0), filters.get("min_history_days", 0)]
-    if regime.get("enabled"):
-        need.append(regime.get("sma_days", 0))
-    if sell.get("enabled"):
-        need += [sell.get("trend_sma_days", 0), sell.get("rsi_days", 0) + 1]
-    return int(max(need)) + WARMUP_MARGIN
 
 
 def parse_sets(items: Sequence[str], base: Mapping[str, Any] | None = None) -> dict:
@@ -235,10 +221,10 @@ def run_request(request: Mapping[str, Any], out_dir: Path, home: Home,
         "rows": int(len(equity)), "universe": request.get("universe", "ALL"),
     }
     notes = list(getattr(run, "notes", []))
-    if data["warmup_rows"] < warmup_rows(params) - WARMUP_MARGIN:
+    if data["warmup_rows"] < warmup_rows(params, margin=0):
         # the store starts too late: the first months of the window trade on a strategy that cannot decide yet
         notes.append(f"only {data['warmup_rows']} rows of history before {first_day} (the strategy needs "
-                     f"{warmup_rows(params) - WARMUP_MARGIN}): early rows may stay in cash")
+                     f"{warmup_rows(params, margin=0)}): early rows may stay in cash")
         log.event(_log, "BACKTEST_WARMUP", f"id={request_id}: {notes[-1]}", level=logging.WARNING)
     bench_frame = mx.benchmark_curve(bench, equity) if bench is not None else None
     cash = run.cash.loc[reported:] if run.cash is not None else None

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common import schemas
+from common import schemas, strategy
 from common.home import Home, init_home
 from common.queue import Queue
 from common.store import EodStore
@@ -224,16 +224,16 @@ def test_parse_sets():
 
 def test_warmup_covers_the_longest_window():
     params = backtest.strategy_params("momentum_topN_v1")
-    assert backtest.warmup_rows(params) == 200 + backtest.WARMUP_MARGIN  # the 200-day SMAs
+    assert strategy.warmup_rows(params) == 200 + 5  # the 200-day SMAs
     params = backtest.strategy_params("momentum_topN_v1", {"regime": {"enabled": False},
                                                            "sell_rules": {"enabled": False}})
-    assert backtest.warmup_rows(params) == 126 + backtest.WARMUP_MARGIN
+    assert strategy.warmup_rows(params) == 126 + 5
 
 
 def test_default_start_leaves_the_warm_up_before_the_window(market: Home):
     store = EodStore.for_home(market)
     days = sorted(store.stored_dates())
     params = backtest.strategy_params("momentum_topN_v1")
-    assert backtest._default_start(store, params) == days[backtest.warmup_rows(params)]
+    assert backtest._default_start(store, params) == days[strategy.warmup_rows(params)]
     long = backtest.strategy_params("momentum_topN_v1", {"regime": {"sma_days": 340}})
     assert backtest._default_start(store, long) == days[0]  # too short a store: all of it
