@@ -319,6 +319,9 @@ class Queue:
                 if path.is_file():
                     with open(path, "rb") as fh:
                         os.fsync(fh.fileno())
+                elif path.is_dir():
+                    atomic.fsync_dir(path)
+            atomic.fsync_dir(tmp)
             try:
                 os.rename(tmp, target)
                 published = True
@@ -371,9 +374,12 @@ class Queue:
         atomic.fsync_dir(self.failed)
         return True
 
-    def fail(self, claim: Claim, code: str, message: str, **extra: Any) -> bool:
-        """Move a claim to failed/<id>.json with failed/<id>.error.json beside it. False when we no longer own it."""
-        record = self._error_record(claim.id, code, message, claim.attempt, claim.owner, claim.path.name, extra)
+    def fail(self, claim: Claim, code: str, message: str, *, attempts: int | None = None, **extra: Any) -> bool:
+        """Move a claim to failed/<id>.json with failed/<id>.error.json beside it (attempts: default the claim's
+        attempt number; a request refused before it ran passes the tries it really had). False when we no longer
+        own the claim."""
+        attempts = claim.attempt if attempts is None else attempts
+        record = self._error_record(claim.id, code, message, attempts, claim.owner, claim.path.name, extra)
         return self._fail_move(claim.path, claim.id, claim.owner, record)
 
     def fail_entry(self, entry: Entry, code: str, message: str, owner: str, **extra: Any) -> bool:

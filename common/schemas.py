@@ -81,11 +81,12 @@ def parse(data: bytes, *, file: str = "<request>") -> dict:
     return obj
 
 
-def read(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
-    """Read and parse one request file. The size is checked before reading (TOO_LARGE), and again while reading
-    in case the file grows; a symbolic link is refused (a request never chooses a path)."""
+def read(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES, name: str | None = None) -> dict:
+    """Read and parse one request file (`name`: how messages call it; default its file name). The size is checked
+    before reading (TOO_LARGE), and again while reading in case the file grows; a symbolic link is refused (a
+    request never chooses a path)."""
     path = Path(path)
-    file = path.name
+    file = name or path.name
     st = os.lstat(path)
     if not os.path.isfile(path) or os.path.islink(path):
         raise _err(INVALID_REQUEST, file, None, "not a regular file")
@@ -200,12 +201,13 @@ def validate(request: Any, *, stem: str | None = None, home: Home | None = None,
 
 
 def load(path: str | os.PathLike, *, stem: str | None = None, home: Home | None = None,
-         strategies: Mapping | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
-    """Read, parse and validate one request file (stem: the id its name carries; default: the file's stem)."""
+         strategies: Mapping | None = None, max_bytes: int = DEFAULT_MAX_BYTES, name: str | None = None) -> dict:
+    """Read, parse and validate one request file (stem: the id its name carries, default the file's stem; name:
+    how messages call the file, default its name)."""
     path = Path(path)
-    request = read(path, max_bytes=max_bytes)
+    request = read(path, max_bytes=max_bytes, name=name)
     return validate(request, stem=path.stem if stem is None else stem, home=home, strategies=strategies,
-                    file=path.name)
+                    file=name or path.name)
 
 
 # --- building --------------------------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ Every failure is one ERROR line (so one Slack message) and an event in the ops e
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib
+import json
 import logging
 import os
 import shutil
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from common import atomic, config, events, log, schemas
+from common import config, events, log, schemas
 from common.home import Home
 from common.queue import Claim, Entry, Queue, new_owner
 
@@ -122,11 +124,11 @@ class _Active:
 
 
 class _Hint:
-    """watchdog handler: any new name in the inbox wakes the worker (the scan then decides what to do)."""
+    """watchdog handler: any new name in the inbox asks the worker for a scan (which then decides what to do)."""
 
-    def __init__(self, inbox: Path, wake: threading.Event):
+    def __init__(self, inbox: Path, hint: Callable[[], None]):
         self.inbox = os.path.normcase(str(inbox))
-        self.wake = wake
+        self.hint = hint
 
     def dispatch(self, event: Any) -> None:
         kind = event.event_type
@@ -137,7 +139,23 @@ class _Hint:
         if name.startswith(".") or not name.endswith(".json"):
             return
         if os.path.normcase(os.path.dirname(path)) == self.inbox:
-            self.wake.set()
+            self.hint()
+
+
+def _shorten_inotify_move_delay(seconds: float = 0.01) -> None:
+    """watchdog's inotify backend holds every IN_MOVED_FROM for 0.5 s to pair it with its IN_MOVED_TO, and every
+    later event waits behind it (watchdog issue #649). Each claim renames a file out of the inbox, so on a busy
+    queue a new request would be seen half a second late. Events are only hints here (a move reported as a
+    delete plus a create wakes us just the same), so a short pairing window is enough."""
+    for module, name in (("watchdog.observers.inotify_move_event_grouper", "InotifyMoveEventGrouper"),  # 6+
+                         ("watchdog.observers.inotify_buffer", "InotifyBuffer")):  # watchdog 4 and 5
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):  # not Linux, or another layout: the default delay stays
+            continue
+        if getattr(cls, "delay", 0) > seconds:
+            cls.delay = seconds
+        return
 
 
 class Worker:
@@ -155,6 +173,10 @@ class Worker:
         self._lock = threading.Lock()
         self._active: dict[str, _Active] = {}
         self._seen: dict[Path, tuple[tuple[int, int], float]] = {}  # unparsable files: (size, mtime) first seen
+        # The last scan's entries, taken in order: a backlog of n requests costs one scan, not n.
+        self._backlog: collections.deque[Entry] = collections.deque()
+        self._rescan = threading.Event()
+        self._next_scan = 0.0
         self.observer_kind = "none"
         self.processed = 0  # jobs run to a result by this worker
 
@@ -167,7 +189,9 @@ class Worker:
         self._stopping.set()
         self._wake.set()
 
-    def wake(self) -> None:
+    def hint(self) -> None:
+        """Something new may be in the inbox (a watchdog event): scan again now."""
+        self._rescan.set()
         self._wake.set()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -195,11 +219,10 @@ class Worker:
                     self._maintain()
                     next_maintenance = time.monotonic() + s.interval_s
                 self._wake.clear()
-                started, backlog, settle_in = self._fill()
-                if once and not started and not backlog and settle_in is None and not self._active:
+                started, left, scanned = self._fill()
+                if once and scanned and not started and not left and not self._active:
                     break
-                timeout = s.interval_s if settle_in is None else max(0.01, min(s.interval_s, settle_in))
-                self._wake.wait(timeout)
+                self._wake.wait(max(0.01, min(s.interval_s, self._next_scan - time.monotonic())))
         finally:
             self._shutdown(observer)
             beat.join(timeout=2)
@@ -222,11 +245,13 @@ class Worker:
         from watchdog.observers import Observer
         from watchdog.observers.polling import PollingObserver
 
+        _shorten_inotify_move_delay()
+
         kinds = ["polling"] if self.settings.polling else ["native", "polling"]
         for kind in kinds:
             observer = PollingObserver(timeout=self.settings.interval_s) if kind == "polling" else Observer()
             try:
-                observer.schedule(_Hint(self.queue.inbox, self._wake), str(self.queue.inbox), recursive=False)
+                observer.schedule(_Hint(self.queue.inbox, self.hint), str(self.queue.inbox), recursive=False)
                 observer.start()
             except OSError as exc:  # e.g. the inotify watch limit: polling still works
                 log.event(_log, "WATCH", f"{kind} observer failed ({exc}); trying polling", level=logging.WARNING)
@@ -281,49 +306,63 @@ class Worker:
 
     # --- claiming ---------------------------------------------------------------------------------------------
 
-    def _fill(self) -> tuple[int, int, float | None]:
-        """Claim what fits. Returns (jobs started, entries left for later, seconds until a file settles or None)."""
+    def _fill(self) -> tuple[int, int, bool]:
+        """Claim what fits. Returns (jobs started, inbox entries left for later, whether the inbox was scanned)."""
         s = self.settings
-        started, backlog, settle_in = 0, 0, None
-        entries = self.queue.pending()
-        present = {e.path for e in entries}
-        for path in list(self._seen):
-            if path not in present:
+        now = time.monotonic()
+        scanned = False
+        if not self._backlog or self._rescan.is_set() or now >= self._next_scan:
+            self._rescan.clear()
+            self._next_scan = now + s.interval_s
+            entries = self.queue.pending()
+            present = {e.path for e in entries}
+            for path in [p for p in self._seen if p not in present]:
                 del self._seen[path]
-        for entry in entries:
-            if self._stopping.is_set():
-                break
+            self._backlog = collections.deque(entries)
+            scanned = True
+        started, skipped = 0, 0
+        while self._backlog and not self._stopping.is_set():
             with self._lock:
-                busy = len(self._active) >= s.concurrency
-                mine = entry.id in self._active
-            if busy or mine:
-                backlog += 1
+                if len(self._active) >= s.concurrency:
+                    break
+                mine = self._backlog[0].id in self._active
+            entry = self._backlog.popleft()
+            if mine:  # the same id queued twice: the next scan sees it again once ours is finished
+                skipped += 1
                 continue
-            if not entry.valid_name:
-                why = "is a symbolic link" if entry.path.is_symlink() else \
-                    "is not a request file name <id>.json with id matching [A-Za-z0-9._-]{1,128}"
-                self._reject(entry, schemas.RequestError(
-                    schemas.INVALID_REQUEST, f"{entry.path.name}: id: the file name {why}", file=entry.path.name,
-                    field="id"))
-                continue
-            try:
-                schemas.load(entry.path, stem=entry.id, strategies=self._strategies, max_bytes=s.max_request_bytes)
-            except FileNotFoundError:
-                continue  # another worker claimed it
-            except schemas.RequestError as exc:
-                wait = self._settle(entry, exc)
-                if wait is not None:
-                    settle_in = wait if settle_in is None else min(settle_in, wait)
-                    continue
-                self._reject(entry, exc)
-                continue
-            except OSError as exc:
-                log.event(_log, "READ", f"{entry.path.name}: {exc}", level=logging.WARNING)
-                continue
-            self._seen.pop(entry.path, None)
-            if self._claim_and_start(entry):
+            wait = self._consider(entry)
+            if wait is True:
                 started += 1
-        return started, backlog, settle_in
+            elif wait is not False:  # not complete yet: look again when it may have settled
+                skipped += 1
+                self._next_scan = min(self._next_scan, time.monotonic() + wait)
+        return started, len(self._backlog) + skipped, scanned
+
+    def _consider(self, entry: Entry) -> bool | float:
+        """Claim and start one inbox entry: True if started, False if not (gone, failed), or seconds to wait for
+        a file that is still being written. Only a parse here: the full validation reads the claimed file."""
+        if not entry.valid_name:
+            why = "is a symbolic link" if entry.path.is_symlink() else \
+                "is not a request file name <id>.json with id matching [A-Za-z0-9._-]{1,128}"
+            self._reject(entry, schemas.RequestError(
+                schemas.INVALID_REQUEST, f"{entry.path.name}: id: the file name {why}", file=entry.path.name,
+                field="id"))
+            return False
+        try:
+            schemas.read(entry.path, max_bytes=self.settings.max_request_bytes)
+        except FileNotFoundError:
+            return False  # another worker claimed it
+        except schemas.RequestError as exc:
+            wait = self._settle(entry, exc)
+            if wait is not None:
+                return wait
+            self._reject(entry, exc)
+            return False
+        except OSError as exc:
+            log.event(_log, "READ", f"{entry.path.name}: {exc}", level=logging.WARNING)
+            return False
+        self._seen.pop(entry.path, None)
+        return self._claim_and_start(entry)
 
     def _settle(self, entry: Entry, exc: schemas.RequestError) -> float | None:
         """Seconds to wait before failing a file that does not parse, or None to fail it now. The file must stay
@@ -361,10 +400,10 @@ class Worker:
             return False
         try:  # the claimed file is the one that counts: read it again
             request = schemas.load(claim.path, stem=claim.id, strategies=self._strategies,
-                                   max_bytes=s.max_request_bytes)
+                                   max_bytes=s.max_request_bytes, name=entry.path.name)
         except (schemas.RequestError, OSError) as exc:
             code = getattr(exc, "code", schemas.INVALID_REQUEST)
-            if self.queue.fail(claim, code, str(exc)):
+            if self.queue.fail(claim, code, str(exc), attempts=entry.attempts, field=getattr(exc, "field", None)):
                 log.event(_log, "REQUEST_FAILED", f"id={claim.id} error_code={code} {exc}", rc=EXIT_FAILED,
                           level=logging.ERROR)
                 _append_event(self.home, "backtest_rejected", None, id=claim.id, error_code=code, message=str(exc))
@@ -384,7 +423,6 @@ class Worker:
         t0 = time.monotonic()
         log.event(_log, "JOB_START", f"id={claim.id} attempt={claim.attempt} strategy={request['strategy']} "
                   f"owner={self.owner}")
-        _append_event(self.home, "backtest_started", request, id=claim.id, attempt=claim.attempt, owner=self.owner)
         outcome, error, tmp = "ok", None, None
         try:
             tmp = self.queue.temp_dir(claim)
@@ -392,7 +430,9 @@ class Worker:
             if not (tmp / RESULT_FILE).is_file():
                 if not isinstance(result, Mapping):
                     raise RuntimeError(f"the job wrote no {RESULT_FILE} and returned no result")
-                atomic.write_json(tmp / RESULT_FILE, dict(result))
+                # a plain write: nothing reads the hidden folder, and finish() fsyncs it before publishing
+                (tmp / RESULT_FILE).write_text(json.dumps(dict(result), ensure_ascii=False, indent=2,
+                                                          default=str) + "\n", encoding="utf-8")
         except JobCancelled:
             outcome = "cancelled"
         except ClaimLost:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_worker_jobs import Workers, make_request, runs, wait_for
 
-from common import events
+from common import events, schemas
 from common.home import Home, init_home
 from common.queue import Queue
 from pc import worker as worker_mod
@@ -267,11 +269,37 @@ def test_settings_come_from_app_yaml_and_the_command_line(home: Home) -> None:
 
 
 def test_end_to_end_with_the_real_backtest(home: Home, q: Queue, workers: Workers) -> None:
+    """The default job (pc.backtest:run_request) on a sample-market store: a running worker, the cron one-shot
+    `python -m pc.backtest run`, and a request with no data, which fails with the backtest's message."""
     pytest.importorskip("pc.backtest", reason="pc/backtest.py (the backtest issue) is not in the tree yet")
-    request = make_request(home, 1)
-    q.submit(request)
-    proc = workers.start("--once", job=None)  # the default job: pc.backtest:run_request
-    assert proc.wait(300) == 0, workers.log(proc)
-    assert done(q, "req-0001"), workers.log(proc)
-    assert {"result.json", "equity.csv", "trades.csv", "report.html"} <= set(os.listdir(q.out / "req-0001"))
-    assert result(q, "req-0001")["id"] == "req-0001"
+    ingest = subprocess.run([sys.executable, "-m", "common.cli", "ingest", "--source", "sample", "--start",
+                             "2023-01-02", "--end", "2023-06-30", "--tickers", "30"], cwd=home.root,
+                            env=workers.env(), capture_output=True, text=True, timeout=120)
+    assert ingest.returncode == 0, ingest.stderr
+
+    def request(start: str, end: str) -> dict:
+        return schemas.new_request("momentum_topN_v1", start, end, params={"top_n": 3}, correlation_id="e2e",
+                                   home=home)
+
+    first, second, empty = request("2023-03-02", "2023-06-30"), request("2023-04-03", "2023-06-30"), \
+        request("2020-01-02", "2020-06-30")
+    proc = workers.start("--interval", "0.2", "--max-attempts", "1", job=None)  # the default job
+    workers.wait_started(proc)
+    q.submit(first)
+    q.submit(empty)
+    wait_for(lambda: done(q, first["id"]) and (q.failed / f"{empty['id']}.error.json").exists(), 120,
+             "the real backtest")
+    assert workers.stop(proc) == 0
+    assert {"result.json", "equity.csv", "trades.csv", "report.html"} <= set(os.listdir(q.out / first["id"]))
+    assert result(q, first["id"])["id"] == first["id"]
+    error = json.loads((q.failed / f"{empty['id']}.error.json").read_text())
+    assert error["error_code"] == "JOB_FAILED" and "no data" in error["message"]
+
+    q.submit(second)
+    oneshot = subprocess.run([sys.executable, "-m", "pc.backtest", "run", "--inbox", "reports/pending", "--out",
+                              "reports/done"], cwd=home.root, env=workers.env(), capture_output=True, text=True,
+                             timeout=120)
+    assert oneshot.returncode == 0, oneshot.stderr
+    assert result(q, second["id"])["id"] == second["id"]
+    assert os.listdir(q.inbox) == [] and os.listdir(q.processing) == []
+    assert {e["id"] for e in events.read(home) if e["event"] == "backtest_done"} == {first["id"], second["id"]}
