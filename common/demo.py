@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
           "ops", "cycle", "--date", day.isoformat(), home=home)
     _step("4. The PC worker: claim the pending request, run the backtest, write reports/done/<id>/",
           "worker", "--once", home=home)
+    (home.root / SYNC_DIR).mkdir(exist_ok=True)
     _step("5. Bring the results home: rsync push to a local folder standing in for the NAS share",
           "sync", "push", "--via", "rsync", "--remote", str(home.root / SYNC_DIR), home=home)
     result_path = _latest_result(home)
