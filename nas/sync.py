@@ -123,7 +123,11 @@ class Spec:
         m = re.match(r"^([^/:]+):(.*)$", text)
         windows_drive = m is not None and len(m.group(1)) == 1 and os.name == "nt"
         if m and not windows_drive:
-            return cls(path=m.group(2).rstrip("/") or ".", host=m.group(1))
+            # a remote path without a leading / is relative to the login's home, for rsync and ssh alike; "~/"
+            # would reach the remote shell quoted (no expansion), so it becomes that relative form
+            path = m.group(2)
+            path = path[2:] if path.startswith("~/") else "" if path == "~" else path
+            return cls(path=path.rstrip("/") or ".", host=m.group(1))
         return cls(path=str(Path(text).expanduser().absolute()))
 
     @property

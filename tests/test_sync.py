@@ -265,6 +265,7 @@ def test_rsync_usage_errors_are_not_transient() -> None:
 def test_spec_and_redaction() -> None:
     assert sync.Spec.parse("nas:/volume1/krx") == sync.Spec("/volume1/krx", "nas")
     assert sync.Spec.parse("me@nas:krx/").arg("reports", "done", slash=True) == "me@nas:krx/reports/done/"
+    assert sync.Spec.parse("nas:~/krx") == sync.Spec("krx", "nas") and sync.Spec.parse("nas:") == sync.Spec(".", "nas")
     assert sync.Spec.parse("/mnt/share/krx/").host is None
     assert sync.Spec.parse("./a:b").host is None
     for bad in ("", "nas::module", "rsync://nas/krx"):
