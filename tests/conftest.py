@@ -36,3 +36,13 @@ def krx(*args: str, home: Home, env: dict | None = None, timeout: float = 120) -
     full_env.update({"KRX_HOME": str(home.root), **(env or {})})
     return subprocess.run([sys.executable, "-m", "common.cli", *args], capture_output=True, text=True,
                           env=full_env, cwd=home.root, timeout=timeout)
+
+
+@pytest.fixture()
+def server():
+    """A local Slack stand-in on 127.0.0.1 (tests/slack_server.py) the real slack-sdk client talks to."""
+    from slack_server import SlackServer
+
+    srv = SlackServer()
+    yield srv
+    srv.close()

@@ -56,13 +56,6 @@ def make_scan(home: Home, day: dt.date = DAY, rows: list[dict] | None = None, **
 
 
 @pytest.fixture()
-def server() -> Iterator[SlackServer]:
-    srv = SlackServer()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture()
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: SlackServer) -> Iterator[Home]:
     h, _ = init_home(tmp_path / "home")
     monkeypatch.setenv("KRX_HOME", str(h.root))

@@ -15,13 +15,6 @@ TOKEN = "xoxb-1111111111-2222222222222-TESTtokenSECRETvalue"
 
 
 @pytest.fixture()
-def server() -> Iterator[SlackServer]:
-    srv = SlackServer()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture()
 def env(monkeypatch: pytest.MonkeyPatch, server: SlackServer) -> SlackServer:
     monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
     monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
