@@ -19,6 +19,9 @@ from common import calendar
 from common.home import Home
 
 SYNC_DIR = "demo_sync"  # the demo's stand-in for the NAS share the results are pushed to
+# The demo holds KODEX 200 as a 20% core holding, to show HOLD_CORE; an environment override, as an operator would
+# flip a setting without editing YAML (configs/strategies.yaml ships with no core holdings).
+DEMO_ENV = {"KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__CORE_HOLDINGS": '[{ticker: "069500", weight: 0.2}]'}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _step(title: str, *args: str, home: Home, ok: tuple[int, ...] = (0,)) -> int:
     print(f"\n== {title}\n$ krx {' '.join(args)}", flush=True)
     started = time.monotonic()
-    env = {**os.environ, "KRX_HOME": str(home.root)}
+    env = {**os.environ, **DEMO_ENV, "KRX_HOME": str(home.root)}
     home.root.mkdir(parents=True, exist_ok=True)
     rc = subprocess.run([sys.executable, "-m", "common.cli", *args], env=env, cwd=home.root).returncode
     print(f"-> rc={rc} in {time.monotonic() - started:.1f}s", flush=True)
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     home = Home(Path(args.home).resolve()) if args.home else Home.from_env()
     _step("1. Create the home: default configs and empty folders", "init", str(home.root), home=home)
     day = calendar.load(home).latest_complete_day()
+    print("\n(demo settings, from the environment: " + ", ".join(f"{k}={v}" for k, v in DEMO_ENV.items()) + ")")
     _step("2. Ingest end-of-day prices from the embedded sample market (incremental)", "ingest", "--source", "sample",
           "--end", day.isoformat(), home=home)
     _step(f"3. The NAS's daily ops cycle for {day}: preflight, safety checks, ingest, scan, alert, request",
