@@ -8,7 +8,7 @@
 - `run_request(request, out_dir, home, progress)` is the worker's job: it loads the window of a validated
   backtest_request/1 from the home's store, with earlier rows as warm-up for the longest lookback or moving
   average, runs the engine, and writes result.json, equity.csv, trades.csv and report.html into out_dir.
-  Only the requested window is reported; holdings the strategy bought during the warm-up are carried in.
+  The strategy trades from the window's first day, starting in cash; only the window is reported.
 - Every refusal (unknown strategy, no data in range, a bad parameter) is a BacktestError with a message that
   says what to change; the CLI turns it into exit 3.
 """
@@ -200,18 +200,19 @@ def run_request(request: Mapping[str, Any], out_dir: Path, home: Home,
         progress()
     from pc import engine  # here, so a refused request is refused before the engine's imports
 
-    run = engine.run(panels, params, is_etf=_is_etf(tickers, panels["close"].columns), progress=progress)
-
+    # rows before the window only warm the indicators up: the book starts in cash on the window's first day
     reported = pd.Timestamp(first_day)
+    run = engine.run(panels, params, is_etf=_is_etf(tickers, panels["close"].columns), start=reported,
+                     progress=progress)
+
     equity = run.equity.loc[reported:]
     if equity.empty:
         raise BacktestError(f"no data in range {first_day} to {last_day}: the engine returned no rows")
     trades = run.trades
-    window_trades = trades[pd.to_datetime(trades["date"]) >= reported] if len(trades) else trades
     bench_ticker = params["benchmark"]
     bench = panels["close"][bench_ticker] if bench_ticker in panels["close"] else None
-    m = mx.compute(equity, exposure=run.exposure, trades=window_trades, benchmark=bench,
-                   benchmark_ticker=bench_ticker, all_trades=trades, trips_since=reported)
+    m = mx.compute(equity, exposure=run.exposure, trades=trades, benchmark=bench,
+                   benchmark_ticker=bench_ticker)
     if progress is not None:
         progress()
     data = {
@@ -234,7 +235,7 @@ def run_request(request: Mapping[str, Any], out_dir: Path, home: Home,
              "correlation_id": request.get("correlation_id"), "notes": notes}
     result = report.build_result(id=request_id, strategy=strategy, params=dict(getattr(run, "params", params)),
                                  data=data, metrics=m, elapsed_ms=(time.monotonic() - t0) * 1000, extra=extra)
-    return report.write(out_dir, result, frame, window_trades, getattr(run, "positions", None))
+    return report.write(out_dir, result, frame, trades, run.positions)
 
 
 # --- krx backtest ----------------------------------------------------------------------------------------------

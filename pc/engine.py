@@ -170,11 +170,13 @@ class _Book:
 
 
 def run(panels: Mapping[str, pd.DataFrame], params: Mapping, *, is_etf: pd.Series | None = None,
-        progress: Callable[[], None] | None = None) -> EngineResult:
+        start: pd.Timestamp | None = None, progress: Callable[[], None] | None = None) -> EngineResult:
     """Backtest the strategy on `panels` ("close" required; "halted", "value" optional; dates x tickers).
 
     params: the strategy's parameters or overrides of them (config defaults fill the rest; validated).
     is_etf: ticker -> True for ETFs (exempt from the sell tax); None: every ticker is taxed as a stock.
+    start: the first day the strategy may trade; earlier rows only warm the indicators up (equity stays at
+    initial_cash). None: from the first row.
     progress: called once per rebalance day run."""
     ctx = strategy.Indicators.build(panels, params)
     p = ctx.params
@@ -185,6 +187,8 @@ def run(panels: Mapping[str, pd.DataFrame], params: Mapping, *, is_etf: pd.Serie
         etf = is_etf.reindex(tickers.astype(str), fill_value=False).to_numpy(dtype=bool)
     book = _Book(ctx, etf)
     reb = rebalance_rows(index, p["rebalance"], p["rebalance_every_n"])
+    if start is not None:
+        reb = reb[reb >= index.searchsorted(pd.Timestamp(start))]
     is_reb = np.zeros(n_rows, dtype=bool)
     is_reb[reb] = True
     # a ticker's last close before the panel's end is its delisting day

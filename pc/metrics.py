@@ -145,11 +145,10 @@ def turnover(trades: pd.DataFrame | None, equity: pd.Series) -> tuple[float, flo
     return (total / span if span > 0 else math.nan), total
 
 
-def round_trips(trades: pd.DataFrame | None, *, since: pd.Timestamp | None = None) -> pd.DataFrame:
+def round_trips(trades: pd.DataFrame | None) -> pd.DataFrame:
     """One row per closed round trip: ticker, entry_date, exit_date, cost (buys incl. their costs), proceeds
     (sells net of their costs), pnl, return. A trip runs from a ticker's first buy while flat to the sell that
-    leaves it flat again; partial sells in between count toward it. `since`: keep trips that closed on or after
-    that day (a window that starts with holdings bought before it)."""
+    leaves it flat again; partial sells in between count toward it."""
     cols = ["ticker", "entry_date", "exit_date", "cost", "proceeds", "pnl", "return"]
     if trades is None or not len(trades):
         return pd.DataFrame(columns=cols)
@@ -172,8 +171,6 @@ def round_trips(trades: pd.DataFrame | None, *, since: pd.Timestamp | None = Non
     out = g.agg(entry_date=("date", "min"), exit_date=("date", "max"), cost=("cost", "sum"),
                 proceeds=("proceeds", "sum"), closed=("flat", "any")).reset_index()
     out = out[out["closed"]]
-    if since is not None:
-        out = out[out["exit_date"] >= pd.Timestamp(since)]
     out = out.assign(pnl=out["proceeds"] - out["cost"])
     out = out.assign(**{"return": np.where(out["cost"] > 0, out["pnl"] / out["cost"].where(out["cost"] > 0), np.nan)})
     return out[cols].sort_values(["exit_date", "ticker"], kind="stable").reset_index(drop=True)
@@ -252,16 +249,13 @@ def benchmark_stats(prices: pd.Series | None, equity: pd.Series, ticker: str | N
 
 
 def compute(equity: pd.Series, *, exposure: pd.Series | None = None, trades: pd.DataFrame | None = None,
-            benchmark: pd.Series | None = None, benchmark_ticker: str | None = None,
-            all_trades: pd.DataFrame | None = None, trips_since: pd.Timestamp | None = None) -> dict[str, Any]:
-    """The metrics block of backtest_result/1, JSON-safe. `trades` are those of the reported rows (turnover,
-    costs). Round trips are read from `all_trades` (default: `trades`), which may start earlier (a warm-up that
-    traded), counting the trips that closed since `trips_since`."""
+            benchmark: pd.Series | None = None, benchmark_ticker: str | None = None) -> dict[str, Any]:
+    """The metrics block of backtest_result/1, JSON-safe, from the reported rows' equity and trades."""
     eq = _clean(equity)
     if eq.empty:
         raise ValueError("an empty equity curve has no metrics")
     t_annual, t_total = turnover(trades, eq)
-    trips = round_trips(trades if all_trades is None else all_trades, since=trips_since)
+    trips = round_trips(trades)
     bench = benchmark_stats(benchmark, eq, benchmark_ticker)
     m: dict[str, Any] = {
         "start_equity": _num(eq.iloc[0]),

@@ -246,3 +246,13 @@ def test_full_default_strategy_runs_on_the_sample_market_shape():
     assert (r.trades[r.trades.ticker == "069500"].tax == 0).all()
     assert len(r.positions) <= 6
     assert set(r.positions.columns) >= {"ticker", "shares", "entry_date", "entry_price"}
+
+
+def test_rows_before_start_only_warm_up():
+    # with a start, the first rebalance days only feed the indicators: the book stays in cash until then
+    full = engine.run({"close": COST_CLOSES}, COSTS, is_etf=pd.Series({"E": True}))
+    late = engine.run({"close": COST_CLOSES}, COSTS, is_etf=pd.Series({"E": True}), start=COST_INDEX[2])
+    assert list(full.rebalances) == [COST_INDEX[1], COST_INDEX[3]]
+    assert list(late.rebalances) == [COST_INDEX[3]]
+    assert (late.equity[:COST_INDEX[3]].iloc[:-1] == 1_000_000).all()
+    assert late.trades["date"].min() == COST_INDEX[3] and (late.trades["side"] == "BUY").all()
