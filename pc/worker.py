@@ -214,12 +214,25 @@ class Worker:
                   f"max_attempts={s.max_attempts} concurrency={s.concurrency} once={once}")
         next_maintenance = 0.0
         try:
+            io_error = ""
             while not self._stopping.is_set():
-                if time.monotonic() >= next_maintenance:
-                    self._maintain()
-                    next_maintenance = time.monotonic() + s.interval_s
                 self._wake.clear()
-                started, left, scanned = self._fill()
+                try:
+                    if time.monotonic() >= next_maintenance:
+                        next_maintenance = time.monotonic() + s.interval_s
+                        self._maintain()
+                    started, left, scanned = self._fill()
+                except OSError as exc:  # the share went away for a moment: say so once, try again next interval
+                    if str(exc) != io_error:
+                        log.event(_log, "QUEUE_IO", f"{type(exc).__name__}: {exc}; retrying every "
+                                  f"{s.interval_s:g}s", level=logging.WARNING)
+                    io_error, self._backlog = str(exc), collections.deque()
+                    self._next_scan = time.monotonic() + s.interval_s
+                    self._wake.wait(s.interval_s)
+                    continue
+                if io_error:
+                    log.event(_log, "QUEUE_IO", "the queue folders are reachable again")
+                    io_error = ""
                 if once and scanned and not started and not left and not self._active:
                     break
                 self._wake.wait(max(0.01, min(s.interval_s, self._next_scan - time.monotonic())))
@@ -461,7 +474,8 @@ class Worker:
         claim, request, s = active.claim, active.request, self.settings
         if outcome == "ok" and tmp is not None:
             if self.queue.finish(claim, tmp):
-                self.processed += 1
+                with self._lock:
+                    self.processed += 1
                 log.event(_log, "JOB_DONE", f"id={claim.id} attempt={claim.attempt} -> {self.queue.out.name}/"
                           f"{claim.id}/", rc=EXIT_OK, elapsed_ms=elapsed)
                 _append_event(self.home, "backtest_done", request, id=claim.id, attempt=claim.attempt,

@@ -66,6 +66,20 @@ def test_requests_before_and_after_start_are_processed(home: Home, q: Queue, wor
     assert runs(home.root) == 2
 
 
+def test_the_worker_survives_its_inbox_going_away(home: Home, q: Queue, workers: Workers) -> None:
+    proc = workers.start("--polling", "--interval", "0.1")
+    workers.wait_started(proc)
+    q.inbox.rename(home.reports / "pending.away")
+    q.inbox.write_text("not a folder")  # what a dropped share can look like: scanning it raises an OSError
+    wait_for(lambda: "[QUEUE_IO]" in workers.log(proc), 20, "the worker to notice")
+    q.inbox.unlink()
+    (home.reports / "pending.away").rename(q.inbox)
+    q.submit(make_request(home, 1))
+    wait_for(lambda: done(q, "req-0001"), 20, "the request after the share came back")
+    assert proc.poll() is None and "reachable again" in workers.log(proc)
+    assert workers.stop(proc) == 0
+
+
 def test_once_processes_everything_then_exits_and_logs_events(home: Home, q: Queue, workers: Workers) -> None:
     for n in range(5):
         q.submit(make_request(home, n))
