@@ -202,6 +202,11 @@ class Worker:
     def run(self, *, once: bool = False, install_signals: bool = True) -> int:
         """Work until stopped (or, with once, until the inbox holds nothing more to do). Returns an exit code."""
         s = self.settings
+        if not self.queue.inbox.is_dir():
+            # never create it: under an unmounted share that would be a local folder nobody writes to
+            log.event(_log, "WORKER_START", f"the inbox {self.queue.inbox} does not exist (is the share mounted? "
+                      "`krx init` creates a home's folders)", rc=EXIT_FAILED, level=logging.ERROR)
+            return EXIT_FAILED
         self.queue.ensure()
         if not self._refresh_strategies(first=True):
             return EXIT_FAILED

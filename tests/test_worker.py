@@ -7,11 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_worker_jobs import Workers, make_request, runs, wait_for
 
 from common import events, schemas
@@ -96,8 +99,8 @@ def test_once_processes_everything_then_exits_and_logs_events(home: Home, q: Que
 
 def test_custom_inbox_and_out_folders(home: Home, workers: Workers, tmp_path: Path) -> None:
     share = tmp_path / "share"
-    custom = Queue.at(share / "in", tmp_path / "results").ensure()
-    custom.submit(make_request(home, 1))
+    custom = Queue.at(share / "in", tmp_path / "results")
+    custom.submit(make_request(home, 1))  # creates the inbox; the worker creates the rest
     proc = workers.start("--once", "--inbox", str(share / "in"), "--out", str(tmp_path / "results"))
     assert proc.wait(30) == 0, workers.log(proc)
     assert (tmp_path / "results" / "req-0001" / "result.json").is_file()
@@ -256,6 +259,13 @@ def test_a_missing_job_module_is_a_clear_failure(home: Home, workers: Workers) -
     assert "no_such_function" in workers.log(proc)
 
 
+def test_a_missing_inbox_is_an_error_not_a_new_local_folder(home: Home, workers: Workers, tmp_path: Path) -> None:
+    unmounted = tmp_path / "mnt" / "nas" / "reports" / "pending"
+    proc = workers.start("--inbox", str(unmounted))
+    assert proc.wait(30) == 3
+    assert "does not exist" in workers.log(proc) and not (tmp_path / "mnt").exists()
+
+
 def test_run_once_in_process_with_concurrency(home: Home, q: Queue) -> None:
     """run_once is the one-shot behind `python -m pc.backtest run`; concurrency runs jobs side by side."""
     barrier = threading.Barrier(3, timeout=10)
@@ -317,3 +327,51 @@ def test_end_to_end_with_the_real_backtest(home: Home, q: Queue, workers: Worker
     assert result(q, second["id"])["id"] == second["id"]
     assert os.listdir(q.inbox) == [] and os.listdir(q.processing) == []
     assert {e["id"] for e in events.read(home) if e["event"] == "backtest_done"} == {first["id"], second["id"]}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@st.composite
+def bodies(draw) -> bytes:
+    """Raw bytes, or a good request for id "fuzz" with one field replaced or removed."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=300))
+    request = {"schema": "backtest_request/1", "id": "fuzz", "created_at": "2024-01-05T16:00:00+09:00",
+               "strategy": "momentum_topN_v1", "params": {"top_n": 3}, "universe": "ALL", "start": "2023-01-02",
+               "end": "2023-12-28", "requested_by": "nas", "correlation_id": None}
+    field = draw(st.sampled_from(sorted(request)))
+    if draw(st.booleans()):
+        del request[field]
+    else:
+        request[field] = draw(json_values)
+    return json.dumps(request).encode()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=bodies())
+def test_fuzz_request_bodies_through_the_worker(home: Home, body: bytes) -> None:
+    """Whatever the body, the worker ends with the file in done/ or in failed/ (with its error record), never
+    in pending/ or processing/, and returns normally."""
+    def job(request, out_dir, home, progress=None):
+        return {"id": request["id"]}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        inbox = Path(tmp) / "pending"
+        inbox.mkdir()
+        (inbox / "fuzz.json").write_bytes(body)
+        w = worker_mod.build(inbox, Path(tmp) / "done", home=home, job=job, settle_s=0.05, interval_s=0.05,
+                             max_attempts=1)
+        assert w.run(once=True, install_signals=False) == 0
+        q = w.queue
+        finished = (q.out / "fuzz" / "result.json").is_file()
+        failed = (q.failed / "fuzz.error.json").is_file() and (q.failed / "fuzz.json").is_file()
+        assert finished != failed
+        assert os.listdir(q.inbox) == [] and os.listdir(q.processing) == []
+        if failed:
+            assert json.loads((q.failed / "fuzz.error.json").read_text())["error_code"] in (
+                "INVALID_JSON", "INVALID_REQUEST", "STRATEGY_NOT_ALLOWED", "TOO_LARGE")
