@@ -138,27 +138,35 @@ class EodStore:
 
     def _merge_year(self, year: int, part: pa.Table) -> None:
         path = self._year_path(year)
+        part = part.sort_by([("date", "ascending"), ("ticker", "ascending")])
         if path.exists():
             old = pq.read_table(path, schema=SCHEMA)
-            replaced = pa.compute.is_in(old["date"], value_set=pa.compute.unique(part["date"]))
-            part = pa.concat_tables([old.filter(pa.compute.invert(replaced)), part])
-        part = part.sort_by([("date", "ascending"), ("ticker", "ascending")])
+            if len(old) and pa.compute.min(part["date"]).as_py() > pa.compute.max(old["date"]).as_py():
+                part = pa.concat_tables([old, part])  # the daily case: new days after the stored ones, in order
+            else:
+                replaced = pa.compute.is_in(old["date"], value_set=pa.compute.unique(part["date"]))
+                part = pa.concat_tables([old.filter(pa.compute.invert(replaced)), part])
+                part = part.sort_by([("date", "ascending"), ("ticker", "ascending")])
         atomic.write_bytes(path, _parquet_bytes(part))
 
     def _merge_tickers(self, new: pd.DataFrame) -> None:
         """Keep one row per ticker ever seen: its latest name and market, its first and last date."""
-        agg = new.sort_values("date").groupby("ticker").agg(
-            name=("name", "last"), market=("market", "last"), first_date=("date", "min"), last_date=("date", "max"))
+        rows = new[["ticker", "name", "market", "date"]].assign(date=pd.to_datetime(new["date"]))
+        rows = rows.sort_values("date", kind="stable")
+        first = rows.drop_duplicates("ticker", keep="first").set_index("ticker")["date"].rename("first_date")
+        last = rows.drop_duplicates("ticker", keep="last").set_index("ticker")
+        seen = last.rename(columns={"date": "last_date"}).join(first)
         old = self.tickers()
         if len(old):
-            both = pd.concat([old, agg])
-            agg = both.groupby(level=0).agg(
-                name=("name", "last"), market=("market", "last"),
-                first_date=("first_date", "min"), last_date=("last_date", "max"))
-            # the newest name and market win, whichever frame they came from
-            latest = both.reset_index().sort_values("last_date").groupby("ticker").last()
-            agg[["name", "market"]] = latest[["name", "market"]]
-        table = pa.Table.from_pandas(agg.reset_index().rename(columns={"index": "ticker"}), preserve_index=False)
+            old = old.assign(first_date=pd.to_datetime(old["first_date"]), last_date=pd.to_datetime(old["last_date"]))
+            both = pd.concat([old, seen]).rename_axis("ticker").reset_index()
+            # the newest name and market win, whichever side they came from; dates span both
+            span = both.groupby("ticker").agg(first_date=("first_date", "min"), last_date=("last_date", "max"))
+            latest = both.sort_values("last_date", kind="stable").drop_duplicates("ticker", keep="last")
+            seen = latest.set_index("ticker")[["name", "market"]].join(span)
+        seen = seen[["name", "market", "first_date", "last_date"]].sort_index()
+        seen["first_date"], seen["last_date"] = seen["first_date"].dt.date, seen["last_date"].dt.date
+        table = pa.Table.from_pandas(seen.rename_axis("ticker").reset_index(), preserve_index=False)
         atomic.write_bytes(self.root / "tickers.parquet", _parquet_bytes(table))
 
     # --- reading ---------------------------------------------------------------------------------------------
