@@ -7,6 +7,7 @@ import argparse
 import datetime as dt
 import importlib
 import sys
+from typing import NoReturn
 
 from common import config
 from common.home import Home, init_home
@@ -46,8 +47,16 @@ def _handlers(name: str):
     return module.add_arguments, module.run
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which here means "blocked by a safety check": a usage error is a failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_FAILED, f"{self.prog}: error: {message}\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="krx", description="krx-alertor: the daily KRX market routine")
+    parser = Parser(prog="krx", description="krx-alertor: the daily KRX market routine")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

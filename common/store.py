@@ -83,17 +83,28 @@ class EodStore:
 
     def _manifest(self) -> dict:
         if not self.manifest_path.exists():
-            return {"dates": [], "closed": []}
+            return {"dates": [], "closed": [], "source": None}
         try:
             data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-            return {"dates": list(data["dates"]), "closed": list(data["closed"])}
+            return {"dates": list(data["dates"]), "closed": list(data["closed"]), "source": data.get("source")}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(f"{self.manifest_path}: unreadable manifest ({exc}); expected keys dates, closed") from exc
 
-    def _write_manifest(self, dates: set[str], closed: set[str]) -> None:
+    def _write_manifest(self, dates: set[str], closed: set[str], source: str | None) -> None:
         atomic.write_json(self.manifest_path, {
-            "schema": "eod_manifest/1", "dates": sorted(dates), "closed": sorted(closed),
+            "schema": "eod_manifest/1", "source": source, "dates": sorted(dates), "closed": sorted(closed),
         })
+
+    def source(self) -> str | None:
+        """The source the stored days came from (None for an empty store)."""
+        return self._manifest()["source"]
+
+    def check_source(self, source: str) -> None:
+        """A store holds one source's data: sample prices must never mix with real ones."""
+        held = self.source()
+        if held is not None and held != source:
+            raise StoreError(f"{self.root} holds {held} data; ingesting {source} into it would mix the two. Use "
+                             f"another home (KRX_HOME) for {source}, or move {self.root} away first")
 
     def stored_dates(self) -> set[dt.date]:
         return {dt.date.fromisoformat(d) for d in self._manifest()["dates"]}
@@ -115,9 +126,11 @@ class EodStore:
     def _year_path(self, year: int) -> Path:
         return self.root / f"{year}.parquet"
 
-    def write(self, frames: Iterable[pd.DataFrame], closed: Iterable[dt.date] = ()) -> int:
-        """Store whole days (frames from `validate_day`) and closed days; returns the rows written."""
+    def write(self, frames: Iterable[pd.DataFrame], closed: Iterable[dt.date] = (), source: str | None = None) -> int:
+        """Store whole days (frames from `validate_day`) and closed days of `source`; returns the rows written."""
         frames = [f for f in frames if len(f)]
+        if source is not None:
+            self.check_source(source)
         manifest = self._manifest()
         dates, closed_set = set(manifest["dates"]), set(manifest["closed"])
         rows = 0
@@ -133,7 +146,7 @@ class EodStore:
             rows = len(new)
             dates |= {d.isoformat() for d in new["date"].unique()}
         closed_set |= {d.isoformat() for d in closed}
-        self._write_manifest(dates, closed_set - dates)
+        self._write_manifest(dates, closed_set - dates, source or manifest["source"])
         return rows
 
     def _merge_year(self, year: int, part: pa.Table) -> None:

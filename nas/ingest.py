@@ -45,6 +45,7 @@ def make_source(name: str, home: Home, cal: calendar.TradingCalendar, tickers: i
 def ingest(home: Home, source: Source, days: list[dt.date], force: bool = False) -> dict:
     """Fetch and store `days` (those already stored or known closed are skipped unless `force`)."""
     store = EodStore.for_home(home)
+    store.check_source(source.name)
     known = set() if force else store.stored_dates() | store.closed_dates()
     todo = [d for d in days if d not in known]
     summary = {"source": source.name, "days_fetched": 0, "days_skipped": len(days) - len(todo),
@@ -53,7 +54,7 @@ def ingest(home: Home, source: Source, days: list[dt.date], force: bool = False)
     closed: list[dt.date] = []
 
     def flush() -> None:
-        summary["rows"] += store.write(frames, closed)
+        summary["rows"] += store.write(frames, closed, source=source.name)
         frames.clear()
         closed.clear()
 

@@ -35,4 +35,4 @@ def test_calendar_cli(home: Home) -> None:
     nxt = krx("calendar", "--next", "2026-06-02", home=home)
     assert nxt.stdout.strip() == "2026-06-04"
     bad = krx("calendar", "--next", "2026-13-01", home=home)
-    assert bad.returncode != 0 and "expected a date" in bad.stderr
+    assert bad.returncode == 3 and "expected a date" in bad.stderr  # a usage error is a failure, never "blocked"

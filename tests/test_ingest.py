@@ -82,3 +82,11 @@ def test_ingest_cli_fails_cleanly(home: Home) -> None:
     bad_range = krx("ingest", "--start", "2025-06-05", "--end", "2025-06-01", home=home,
                     env={"KRX__APP__SAMPLE__TICKERS": "50"})
     assert bad_range.returncode == 3 and "is after" in bad_range.stderr
+
+
+def test_a_store_never_mixes_sources(home: Home, cal: TradingCalendar) -> None:
+    ingest(home, SampleSource(cal, tickers=20), cal.sessions(dt.date(2025, 3, 3), dt.date(2025, 3, 7)))
+    assert EodStore.for_home(home).source() == "sample"
+    out = krx("ingest", "--source", "pykrx", "--date", "2025-03-10", home=home)
+    assert out.returncode == 3 and "holds sample data" in out.stderr and "KRX_HOME" in out.stderr
+    assert EodStore.for_home(home).last_date() == dt.date(2025, 3, 7)
