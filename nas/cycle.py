@@ -348,15 +348,16 @@ def _cycle(run: _Run) -> None:
     # 4. the steps
     app = config.load("app", home, env=env)
     timeout_s = float(app["ops"]["step_timeout_s"])
+    apply = ["--apply"] if app["ops"]["apply_scan"] else []  # the model portfolio follows the day's scan
     if day is not None:
         when = day
         date_args = ["--date", day.isoformat()]
-        plan = [("ingest", ["ingest", "--end", day.isoformat()]), ("scan", ["scan", *date_args]),
+        plan = [("ingest", ["ingest", "--end", day.isoformat()]), ("scan", ["scan", *date_args, *apply]),
                 ("alert", ["alert", *date_args]), ("request", ["request", *date_args])]
     else:
         # no --date: run if today (Seoul) is a trading day; each step picks the latest complete day itself
         when = log.now().date()
-        plan = [(name, [name]) for name in DATA_STEPS]
+        plan = [(name, [name, *apply] if name == "scan" else [name]) for name in DATA_STEPS]
     trading = cal.is_trading_day(when)
     if app["sync"]["remote"]:
         plan.append(("sync", ["sync", "push"]))

@@ -48,20 +48,30 @@ def load_portfolio(home: Home) -> dict:
         raise ScanError(f"{path}: unreadable ({exc}); fix or remove it (an empty portfolio holds nothing)") from None
     if not isinstance(data, dict) or not isinstance(data.get("positions"), list):
         raise ScanError(f"{path}: positions: expected a list of {{ticker, entry_date, entry_price, shares}}")
-    for k, pos in enumerate(data["positions"]):
-        ok = (isinstance(pos, dict) and isinstance(pos.get("ticker"), str) and len(pos["ticker"]) == 6
-              and isinstance(pos.get("entry_price"), (int, float)) and pos["entry_price"] > 0
-              and isinstance(pos.get("shares"), (int, float)) and pos["shares"] >= 0)
-        if not ok:
-            raise ScanError(f"{path}: positions[{k}]: expected {{ticker: 6-char str, entry_date, entry_price > 0, "
-                            f"shares >= 0}}, got {pos!r:.120}")
+    for key in ("positions", "before"):
+        for k, pos in enumerate(data.get(key) or []):
+            ok = (isinstance(pos, dict) and isinstance(pos.get("ticker"), str) and len(pos["ticker"]) == 6
+                  and isinstance(pos.get("entry_price"), (int, float)) and pos["entry_price"] > 0
+                  and isinstance(pos.get("shares"), (int, float)) and pos["shares"] >= 0)
+            if not ok:
+                raise ScanError(f"{path}: {key}[{k}]: expected {{ticker: 6-char str, entry_date, entry_price > 0, "
+                                f"shares >= 0}}, got {pos!r:.120}")
     return data
+
+
+def holdings_for(portfolio: dict, asof: dt.date) -> list[dict]:
+    """The positions a scan of `asof` starts from: a portfolio already updated by that day's scan keeps the
+    positions it had before it, so scanning (and applying) the same day again gives the same answer."""
+    if portfolio.get("asof") == asof.isoformat() and isinstance(portfolio.get("before"), list):
+        return portfolio["before"]
+    return portfolio["positions"]
 
 
 def apply_scan(portfolio: dict, scan: dict, capital: float) -> dict:
     """The model portfolio after acting on a scan: sells leave, buys enter at the day's close with the shares
-    their target weight of `capital` buys, holds stay as they are."""
-    held = {p["ticker"]: p for p in portfolio["positions"]}
+    their target weight of `capital` buys, holds stay as they are. The positions before it are kept too."""
+    before = holdings_for(portfolio, dt.date.fromisoformat(scan["asof"]))
+    held = {p["ticker"]: p for p in before}
     for row in scan["rows"]:
         t = row["ticker"]
         if row["state"] in strategy.STATES and row["state"].startswith(("SELL_", "CUT_")):
@@ -71,7 +81,7 @@ def apply_scan(portfolio: dict, scan: dict, capital: float) -> dict:
             held[t] = {"ticker": t, "entry_date": scan["asof"], "entry_price": row["close"],
                        "shares": math.floor(weight * capital / row["close"]) if weight > 0 else 0}
     return {"schema": PORTFOLIO_SCHEMA, "asof": scan["asof"],
-            "positions": sorted(held.values(), key=lambda p: p["ticker"])}
+            "positions": sorted(held.values(), key=lambda p: p["ticker"]), "before": before}
 
 
 # --- the scan --------------------------------------------------------------------------------------------------
@@ -107,7 +117,7 @@ def scan(home: Home, day: dt.date | None = None) -> dict:
     panels = store.load_panel(["close", "halted", "value"], start=start, end=asof)
     ctx = strategy.Indicators.build(panels, params)
     portfolio = load_portfolio(home)
-    holdings = {p["ticker"]: p["entry_price"] for p in portfolio["positions"]}
+    holdings = {p["ticker"]: p["entry_price"] for p in holdings_for(portfolio, asof)}
     decision = strategy.decide(ctx, ctx.row(asof), holdings)
 
     names = store.tickers()["name"].to_dict()

@@ -138,3 +138,19 @@ def test_missing_day_and_broken_portfolio_fail_clearly(home: Home, cal: TradingC
 def test_empty_store(home: Home) -> None:
     with pytest.raises(scanner.ScanError, match="krx ingest"):
         scanner.scan(home)
+
+
+def test_apply_is_idempotent_per_day_and_the_next_day_holds(home: Home, cal: TradingCalendar) -> None:
+    paths = {"069500": trend(30000, 0.001), "000010": trend(1000, 0.004), "000020": trend(1000, 0.003),
+             "000030": trend(1000, 0.002), "000040": trend(1000, 0.001)}
+    days = build_market(home, cal, paths)
+    day_before = days[-2].isoformat()
+    first, err, rc = run_scan(home, "--date", day_before, "--apply")
+    assert rc == 0, err
+    again, _, _ = run_scan(home, "--date", day_before, "--apply")  # a rerun of the same day changes nothing
+    assert [(r["ticker"], r["state"]) for r in again["rows"]] == [(r["ticker"], r["state"]) for r in first["rows"]]
+    portfolio = json.loads((home.state / "portfolio.json").read_text())
+    assert sorted(p["ticker"] for p in portfolio["positions"]) == ["000010", "000020", "000030"]
+    assert portfolio["before"] == [] and portfolio["asof"] == day_before
+    nxt, _, _ = run_scan(home, "--apply")  # the next day starts from what the day before bought
+    assert {r["ticker"]: r["state"] for r in nxt["rows"]} == {"000010": "HOLD", "000020": "HOLD", "000030": "HOLD"}
