@@ -8,6 +8,7 @@ backtest's headline metrics, its HTML report and the ops status.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import subprocess
@@ -53,15 +54,18 @@ def run(args: argparse.Namespace) -> int:
     print("\n(demo settings, from the environment: " + ", ".join(f"{k}={v}" for k, v in DEMO_ENV.items()) + ")")
     _step("2. Ingest end-of-day prices from the embedded sample market (incremental)", "ingest", "--source", "sample",
           "--end", day.isoformat(), home=home)
-    _step(f"3. The NAS's daily ops cycle for {day}: preflight, safety checks, ingest, scan, alert, request",
+    before = calendar.load(home).previous_trading_day(day - dt.timedelta(days=1))
+    _step(f"3. Yesterday's scan ({before}), applied: the model portfolio today's cycle starts from",
+          "scan", "--date", before.isoformat(), "--apply", home=home)
+    _step(f"4. The NAS's daily ops cycle for {day}: preflight, safety checks, ingest, scan, alert, request",
           "ops", "cycle", "--date", day.isoformat(), home=home)
-    _step("4. The PC worker: claim the pending request, run the backtest, write reports/done/<id>/",
+    _step("5. The PC worker: claim the pending request, run the backtest, write reports/done/<id>/",
           "worker", "--once", home=home)
     (home.root / SYNC_DIR).mkdir(exist_ok=True)
-    _step("5. Bring the results home: rsync push to a local folder standing in for the NAS share",
+    _step("6. Bring the results home: rsync push to a local folder standing in for the NAS share",
           "sync", "push", "--via", "rsync", "--remote", str(home.root / SYNC_DIR), home=home)
     result_path = _latest_result(home)
-    print("\n== 6. The backtest's headline metrics")
+    print("\n== 7. The backtest's headline metrics")
     if result_path is None:
         print("no backtest result in reports/done/ (see the worker's lines above)")
     else:
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                 pct = key not in ("sharpe", "sortino", "calmar")
                 print(f"  {key:<13}{m[key] * 100:>9.2f}%" if pct else f"  {key:<13}{m[key]:>9.2f}")
         print(f"report    {result_path.parent / 'report.html'}")
-    _step("7. Ops status: switches, the last run and today's risks", "ops", "status", home=home)
+    _step("8. Ops status: switches, the last run and today's risks", "ops", "status", home=home)
     print(f"\nDemo done in {time.monotonic() - started:.1f}s. Where to look:")
     print(f"  signals   {home.reports / 'signals'}    alert outbox {home.reports / 'outbox'}")
     print(f"  receipts  {home.reports / 'ops' / 'daily'}    logs {home.logs}    events {home.state / 'events.jsonl'}")
