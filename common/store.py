@@ -86,9 +86,17 @@ class EodStore:
             return {"dates": [], "closed": [], "source": None}
         try:
             data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-            return {"dates": list(data["dates"]), "closed": list(data["closed"]), "source": data.get("source")}
+            manifest = {"dates": list(data["dates"]), "closed": list(data["closed"]), "source": data.get("source")}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(f"{self.manifest_path}: unreadable manifest ({exc}); expected keys dates, closed") from exc
+        for key in ("dates", "closed"):
+            for k, day in enumerate(manifest[key]):
+                try:
+                    dt.date.fromisoformat(day)
+                except (TypeError, ValueError):
+                    raise StoreError(f"{self.manifest_path}: {key}[{k}]: expected a date YYYY-MM-DD, got "
+                                     f"{day!r:.40}") from None
+        return manifest
 
     def _write_manifest(self, dates: set[str], closed: set[str], source: str | None) -> None:
         atomic.write_json(self.manifest_path, {

@@ -9,7 +9,7 @@ import logging
 from common import config, events, log, queue, schemas
 from common.cli import EXIT_FAILED, EXIT_OK, parse_date
 from common.home import Home
-from common.store import EodStore
+from common.store import EodStore, StoreError
 from common.strategy import warmup_rows
 
 _log = log.get("request")
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         request = build(home, args.date)
         queued = queue.Queue.of_home(home).submit(request)
-    except (ValueError, OSError) as exc:  # RequestError and ConfigError are ValueErrors with a clear message
+    except (ValueError, OSError, StoreError) as exc:  # RequestError and ConfigError are ValueErrors too
         log.event(_log, "REQUEST_FAILED", str(exc), rc=EXIT_FAILED, level=logging.ERROR)
         return EXIT_FAILED
     what = "queued" if queued else "already queued or done; nothing new"

@@ -16,7 +16,7 @@ from pathlib import Path
 from common import atomic, calendar, config, events, log, strategy
 from common.cli import EXIT_FAILED, EXIT_OK, parse_date
 from common.home import Home
-from common.store import EodStore
+from common.store import EodStore, StoreError
 
 _log = log.get("scan")
 SCHEMA = "scan_result/1"
@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         if args.apply:
             capital = strategy.default_params(home)["initial_cash"]
             atomic.write_json(portfolio_path(home), apply_scan(load_portfolio(home), result, capital))
-    except (ScanError, ValueError, KeyError, OSError, config.ConfigError) as exc:
+    except (ScanError, StoreError, ValueError, KeyError, OSError, config.ConfigError) as exc:
         log.event(_log, "SCAN_FAILED", f"{type(exc).__name__}: {exc}", rc=EXIT_FAILED, level=logging.ERROR,
                   elapsed_ms=(time.monotonic() - started) * 1000)
         return EXIT_FAILED

@@ -1,0 +1,29 @@
+"""Review findings on the NAS jobs: damaged inputs give a clear error (file, field, expectation) and exit 3,
+never a traceback; requests never reach past the store."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import krx
+
+from common.home import Home
+
+SMALL = {"KRX__APP__SAMPLE__TICKERS": "30"}
+
+
+@pytest.fixture()
+def stored(home: Home) -> Home:
+    out = krx("ingest", "--start", "2025-01-02", "--end", "2025-02-28", home=home, env=SMALL)
+    assert out.returncode == 0, out.stderr
+    return home
+
+
+@pytest.mark.parametrize("damage", ["{broken", '{"dates": ["2025-13-45"], "closed": []}'])
+@pytest.mark.parametrize("job", ["scan", "request"])
+def test_damaged_manifest_fails_clearly(stored: Home, damage: str, job: str) -> None:
+    (stored.data / "eod" / "manifest.json").write_text(damage, encoding="utf-8")
+    out = krx(job, home=stored)
+    assert out.returncode == 3, out.stderr
+    assert "Traceback" not in out.stderr
+    assert "manifest.json" in out.stderr
+    assert list(stored.queue("pending").iterdir()) == []
