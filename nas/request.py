@@ -21,14 +21,19 @@ def build(home: Home, day: dt.date | None = None) -> dict:
     to `day` (default: the store's last day), starting no earlier than the strategy's warm-up allows. Its id
     derives from date, strategy and parameters."""
     store = EodStore.for_home(home)
-    end = day or store.last_date()
-    if end is None:
+    last = store.last_date()
+    if last is None:
         raise ValueError(f"the store {store.root} is empty; run `krx ingest` first")
+    end = day or last
+    if end > last:
+        raise ValueError(f"{end} is after the store's last day {last}; run `krx ingest --date {end}` first")
     years = config.load("app", home)["request"]["years"]
     strategies = config.load("strategies", home)
     params = strategies["strategies"][STRATEGY]
     # leave the strategy its warm-up history before the first day it reports on (when the store has it)
     stored = sorted(d for d in store.stored_dates() if d <= end)
+    if not stored:
+        raise ValueError(f"{end} is before the store's first day {store.first_date()}: no data to backtest")
     warm = stored[warmup_rows(params)] if len(stored) > warmup_rows(params) else stored[0]
     start = max(warm, end - dt.timedelta(days=round(365.25 * years)))
     return schemas.new_request(STRATEGY, start, end, params=params,

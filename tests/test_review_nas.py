@@ -27,3 +27,13 @@ def test_damaged_manifest_fails_clearly(stored: Home, damage: str, job: str) -> 
     assert "Traceback" not in out.stderr
     assert "manifest.json" in out.stderr
     assert list(stored.queue("pending").iterdir()) == []
+
+
+@pytest.mark.parametrize("day", ["2024-06-03", "2025-06-02"])
+def test_request_for_a_day_outside_the_store_is_refused(stored: Home, day: str) -> None:
+    """Before the first stored day (was an IndexError traceback) or after the last (was a request for data the
+    store does not have, queued as if fine)."""
+    out = krx("request", "--date", day, home=stored)
+    assert out.returncode == 3, out.stderr
+    assert "Traceback" not in out.stderr and "store" in out.stderr
+    assert list(stored.queue("pending").iterdir()) == []
