@@ -28,6 +28,7 @@ common.schemas), no watching (see pc.worker).
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -125,6 +126,19 @@ def parse_claim_name(name: str) -> tuple[str, int, str] | None:
             and _is_valid_owner(parts[2]):
         return parts[0], int(parts[1]), parts[2]
     return None
+
+
+def _failed_stem(name: str) -> str:
+    """The stem an inbox file keeps in failed/: its own, unless it is too long for the names built on it
+    (`failed/.<stem>.<owner>.error.tmp` must fit the file system's 255 bytes); then its start and a hash of the
+    whole name. The error record keeps the original name."""
+    stem = name[: -len(SUFFIX)]
+    if len(os.fsencode(stem)) <= 128:
+        return stem
+    short = stem[:64]
+    while len(os.fsencode(short)) > 64:
+        short = short[:-1]
+    return f"{short}~{hashlib.sha256(os.fsencode(name)).hexdigest()[:16]}"
 
 
 def _pending_name(request_id: str, attempts: int) -> str:
@@ -384,7 +398,7 @@ class Queue:
 
     def fail_entry(self, entry: Entry, code: str, message: str, owner: str, **extra: Any) -> bool:
         """Move an inbox file straight to failed/ (it is invalid: it is never claimed nor run)."""
-        stem = entry.path.name[: -len(SUFFIX)]
+        stem = _failed_stem(entry.path.name)
         record = self._error_record(entry.id, code, message, entry.attempts, owner, entry.path.name, extra)
         return self._fail_move(entry.path, stem, owner, record)
 
