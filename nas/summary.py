@@ -61,15 +61,21 @@ def _parse_time(value: Any) -> dt.datetime | None:
 
 
 def _last_run(home: Home) -> tuple[dict | None, str | None]:
+    from nas.cycle import SCHEMA as RECEIPT_SCHEMA
     from nas.cycle import latest_receipt_path
 
     path = latest_receipt_path(home)
     try:
-        return json.loads(path.read_text(encoding="utf-8")), None
+        receipt = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None, None
     except (OSError, ValueError) as exc:
         return None, f"{_rel(home, path)} unreadable: {exc}"
+    steps = receipt.get("steps", []) if isinstance(receipt, dict) else None
+    if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
+        return None, (f"{_rel(home, path)} unreadable: expected an {RECEIPT_SCHEMA} object whose steps are a list "
+                      "of objects")
+    return receipt, None
 
 
 def _data_stale(home: Home, now: dt.datetime) -> dict | None:
@@ -160,7 +166,7 @@ def build(home: Home, now: dt.datetime | None = None, env: Mapping[str, str] | N
     elif receipt is not None:
         refs = [receipt.get("snapshot") or receipt_ref]
         if receipt.get("result") == "FAILED":
-            failed = [s["name"] for s in receipt.get("steps", []) if s.get("status") == "FAILED"]
+            failed = [str(s.get("name")) for s in receipt.get("steps", []) if s.get("status") == "FAILED"]
             risks.append(_risk("LAST_RUN_FAILED", "HIGH", f"ops run {receipt.get('run_id')} failed "
                                f"({receipt.get('reason')}; steps: {', '.join(failed) or '-'})", refs))
         elif receipt.get("result") == "BLOCKED":

@@ -37,3 +37,19 @@ def test_request_for_a_day_outside_the_store_is_refused(stored: Home, day: str) 
     assert out.returncode == 3, out.stderr
     assert "Traceback" not in out.stderr and "store" in out.stderr
     assert list(stored.queue("pending").iterdir()) == []
+
+
+@pytest.mark.parametrize("receipt", ["[]", '"x"', '{"result": "FAILED", "steps": [1, {"status": "FAILED"}]}',
+                                     '{"result": "FAILED", "steps": "preflight"}'])
+def test_ops_status_survives_a_damaged_receipt(home: Home, receipt: str) -> None:
+    from nas import cycle, summary
+
+    path = cycle.latest_receipt_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(receipt, encoding="utf-8")
+    codes = {r["code"] for r in summary.build(home)["top_risks"]}
+    assert "LAST_RUN_FAILED" in codes
+    for cmd in ("status", "summary"):
+        out = krx("ops", cmd, home=home)
+        assert out.returncode == 0, out.stderr
+        assert "Traceback" not in out.stderr
