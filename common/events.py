@@ -217,6 +217,8 @@ def verify(home: Home | str | os.PathLike) -> tuple[bool, int | None, str]:
     try:
         head = json.loads(head_path.read_text(encoding="utf-8"))
         head_seq, head_hash = int(head["seq"]), str(head["hash"])
+        if head_seq < 1:  # written after an append, so it counts at least one event
+            raise ValueError(f"seq {head_seq}")
     except FileNotFoundError:
         head_seq, head_hash = None, None
     except (OSError, ValueError, KeyError, TypeError):
