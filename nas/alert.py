@@ -224,7 +224,12 @@ def _read_outbox(path: Path) -> dict | None:
         return {}
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    sends = data.get("sends", [])
+    if not isinstance(sends, list) or not all(isinstance(s, dict) for s in sends):
+        return None  # the record of what went out is damaged: it may hide a send
+    return data
 
 
 def run(args: argparse.Namespace) -> int:
@@ -250,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     if previous is None:  # fail closed: a damaged outbox may hide a send, so it counts as one
         sends: list[dict] = [{"sent_at": "unknown", "channel": "unknown", "note": f"{box_path.name} was unreadable"}]
     elif previous.get("date") == scan["asof"]:
-        sends = [s for s in previous.get("sends", []) if isinstance(s, dict)]
+        sends = list(previous.get("sends", []))
     else:
         sends = []
     events.append(home, "ALERT_RENDERED", correlation_id=cid, date=scan["asof"], policy=policy,

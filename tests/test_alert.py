@@ -267,3 +267,18 @@ def test_cli_subprocess_sends_to_the_local_server(home: Home, server: SlackServe
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and len(server.requests) == 1 and "already sent" in again.stderr
     assert TOKEN not in everything(home, proc.stdout, proc.stderr, again.stdout, again.stderr)
+
+
+@pytest.mark.parametrize("sends", [None, "2026-01-05T16:20:00", {"sent_at": "x"}])
+def test_outbox_with_a_damaged_sends_field_fails_closed(home: Home, server: SlackServer,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture, sends: object) -> None:
+    """`sends` is the record of what went out: when it is not a list it may hide a send, so it counts as one
+    (null was a TypeError traceback, a string or an object was read as 'never sent' and sent again)."""
+    slack_policy(monkeypatch, home)
+    make_scan(home)
+    atomic.write_json(home.reports / "outbox" / "20260105.json", {"schema": "alert_outbox/1", "date": "2026-01-05",
+                                                                  "sends": sends})
+    rc, _, err = run_alert(capsys)
+    assert rc == 0 and server.requests == [] and "already sent" in err
+
