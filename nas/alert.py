@@ -313,7 +313,13 @@ def run(args: argparse.Namespace) -> int:
         reason = f"send failed: {exc}"
         events.append(home, "ALERT_SEND_FAILED", correlation_id=cid, date=scan["asof"], channel=channel,
                       via=sender.via, error=str(exc), status=exc.status, parts_sent=len(exc.sent_ts))
-        rc = finish(EXIT_FAILED, reason)
+        partial = None
+        if exc.sent_ts:  # the parts that did go out are a send: a rerun must not post them again
+            reason += f" ({len(exc.sent_ts)} of {len(messages)} parts went out; --force sends all again)"
+            partial = {"via": sender.via, "channel": channel, "ts": exc.sent_ts,
+                       "sent_at": now().isoformat(timespec="seconds"), "parts": len(exc.sent_ts),
+                       "partial": True, "forced": bool(sends)}
+        rc = finish(EXIT_FAILED, reason, sent=partial)
         event(log, "ALERT_SEND_FAILED", reason, rc=rc, level=logging.ERROR,
               elapsed_ms=(time.monotonic() - started) * 1000)
         return rc

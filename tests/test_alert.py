@@ -282,3 +282,22 @@ def test_outbox_with_a_damaged_sends_field_fails_closed(home: Home, server: Slac
     rc, _, err = run_alert(capsys)
     assert rc == 0 and server.requests == [] and "already sent" in err
 
+
+
+def test_a_partly_sent_alert_records_the_parts_that_went_out(home: Home, server: SlackServer,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """Part 1 delivered, part 2 failed: the outbox records part 1, so a rerun does not post it a second time."""
+    slack_policy(monkeypatch, home)
+    rows = [{"ticker": f"{i:06d}", "name": f"종목{i}", "state": "HOLD", "score": 0.1, "rank": i,
+             "reason": "held and still in the top N " + "·" * 40, "close": 1000.0} for i in range(400)]
+    make_scan(home, rows=rows)
+    ok = json.dumps({"ok": True, "channel": "C0INVESTOPS", "ts": "1700000000.000777"})
+    server.script = [(200, {}, ok)] + [(500, {}, '{"ok": false, "error": "internal_error"}')] * 5
+    rc, _, err = run_alert(capsys)
+    assert rc == 3 and "[ALERT_SEND_FAILED]" in err
+    assert len(server.delivered) == 1
+    box = json.loads((home.reports / "outbox" / "20260105.json").read_text())
+    assert box["sent"] is True and box["sends"][-1]["ts"] == ["1700000000.000777"]
+    rc, _, err = run_alert(capsys)
+    assert rc == 0 and len(server.delivered) == 1 and "already sent" in err
