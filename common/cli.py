@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"krx {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # exit codes are 0, 2 and 3: an error a job did not expect is a failure, not exit 1
+        print(f"krx {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 # --- init and calendar are small enough to live here ---------------------------------------------------------
