@@ -28,7 +28,7 @@ import pandas as pd
 import yaml
 
 from common import config, log
-from common.cli import EXIT_FAILED, EXIT_OK, parse_date
+from common.cli import EXIT_FAILED, EXIT_OK, Parser, parse_date
 from common.home import DEFAULT_CONFIGS, Home
 from common.store import EodStore
 from common.strategy import warmup_rows
@@ -339,16 +339,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["run"]:
         from pc import worker
 
-        parser = argparse.ArgumentParser(prog="python -m pc.backtest run",
-                                         description="process every pending backtest request, then exit")
+        parser = Parser(prog="python -m pc.backtest run",
+                        description="process every pending backtest request, then exit")
         parser.add_argument("--inbox", type=Path, help="the queue's inbox (default: reports/pending of the home)")
         parser.add_argument("--out", type=Path, help="where results go (default: done/ beside the inbox)")
-        parser.add_argument("--max-attempts", type=int, help="tries before failed/ (default: app.yaml)")
-        parser.add_argument("--concurrency", type=int, help="jobs at the same time (default: app.yaml)")
+        parser.add_argument("--max-attempts", type=worker._positive(int), help="tries before failed/ (default: "
+                            "app.yaml)")
+        parser.add_argument("--concurrency", type=worker._positive(int), help="jobs at the same time (default: "
+                            "app.yaml)")
         args = parser.parse_args(argv[1:])
         return worker.run_once(args.inbox, args.out, max_attempts=args.max_attempts, concurrency=args.concurrency)
-    parser = argparse.ArgumentParser(prog="python -m pc.backtest", description="run one backtest on the store "
-                                     "(or: run --inbox DIR --out DIR, the worker's one-shot)")
+    parser = Parser(prog="python -m pc.backtest", description="run one backtest on the store "
+                    "(or: run --inbox DIR --out DIR, the worker's one-shot)")
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,17 @@ def test_a_file_name_too_long_for_its_error_record_is_failed_and_does_not_stall_
     assert os.listdir(q.inbox) == []
     records = [json.loads((q.failed / n).read_text()) for n in os.listdir(q.failed) if n.endswith(".error.json")]
     assert [r["file"] for r in records] == [long_name] and records[0]["error_code"] == "INVALID_REQUEST"
+
+
+@pytest.mark.parametrize("argv", [["run", "--concurrency", "0"], ["run", "--max-attempts", "-1"], ["run", "--bogus"],
+                                  ["--bogus"]])
+def test_the_one_shot_refuses_bad_arguments_with_exit_3(home: Home, argv: list[str]) -> None:
+    """A usage error is a failure (3; argparse's 2 means "blocked" here), and `--concurrency 0` must not start a
+    worker that can never claim anything and so never exits."""
+    q = Queue.of_home(home).ensure()
+    q.submit(make_request(home, 1))
+    env = {**os.environ, "KRX_HOME": str(home.root)}
+    proc = subprocess.run([sys.executable, "-m", "pc.backtest", *argv], cwd=home.root, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    assert "error:" in proc.stderr
