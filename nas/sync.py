@@ -84,7 +84,7 @@ GITIGNORE = """\
 GIT_PERMANENT = re.compile(
     r"rejected|non-fast-forward|fetch first|authentication failed|permission denied|could not read username|"
     r"terminal prompts disabled|repository not found|403|invalid username or password", re.IGNORECASE)
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s]+@")  # up to the last @ before the host
 
 
 class SyncError(Exception):
