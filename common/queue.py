@@ -60,8 +60,9 @@ LOST_RACE: tuple[type[OSError], ...] = (
 
 
 def is_valid_id(value: Any) -> bool:
-    """A request id is a safe file name: `[A-Za-z0-9._-]{1,128}`, and not "." or ".."."""
-    return isinstance(value, str) and ID_RE.fullmatch(value) is not None and value not in (".", "..")
+    """A request id is a safe file name: `[A-Za-z0-9._-]{1,128}`, not starting with "." (hidden names are never
+    read: pending/.<id>.json would never run nor fail; this also refuses "." and "..")."""
+    return isinstance(value, str) and ID_RE.fullmatch(value) is not None and not value.startswith(".")
 
 
 def new_owner() -> str:
@@ -258,7 +259,7 @@ class Queue:
         queues nothing when the id is already pending, processing, done or failed (running twice is harmless)."""
         request_id = request.get("id")
         if not is_valid_id(request_id):
-            raise ValueError(f"request id must match {ID_RE.pattern} (not '.' or '..'), got {request_id!r}")
+            raise ValueError(f"request id must match {ID_RE.pattern} (not starting with '.'), got {request_id!r}")
         if self.where(request_id):
             return False
         self.inbox.mkdir(parents=True, exist_ok=True)

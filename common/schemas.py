@@ -5,7 +5,8 @@ work (DESIGN section 7).
      "strategy": "momentum_topN_v1", "params": {"top_n": 10}, "universe": "ALL",
      "start": "2021-01-04", "end": "2024-01-05", "requested_by": "nas", "correlation_id": "20240105-..."}
 
-- `id` matches `[A-Za-z0-9._-]{1,128}` (not "." or "..") and equals the file name's stem.
+- `id` matches `[A-Za-z0-9._-]{1,128}` (not starting with ".": hidden files are never read) and equals the file
+  name's stem.
 - `strategy` is in the allowlist of configs/strategies.yaml; `params` are overrides of that strategy's parameters
   and must pass the same checks as the config file.
 - `universe` is a market name (UNIVERSES) or a list of 6-character tickers.
@@ -160,8 +161,8 @@ def validate(request: Any, *, stem: str | None = None, home: Home | None = None,
         raise _err(INVALID_REQUEST, file, "schema", f"expected {SCHEMA!r}, got {request['schema']!r:.80}")
     request_id = request["id"]
     if not is_valid_id(request_id):
-        raise _err(INVALID_REQUEST, file, "id", f"expected a file-name-safe id matching {ID_RE.pattern} (not '.' "
-                   f"or '..'), got {request_id!r:.80}")
+        raise _err(INVALID_REQUEST, file, "id", f"expected a file-name-safe id matching {ID_RE.pattern} (not "
+                   f"starting with '.'), got {request_id!r:.80}")
     if stem is not None and request_id != stem:
         raise _err(INVALID_REQUEST, file, "id", f"{request_id!r} differs from the file name {stem!r}")
     created = _text(request, "created_at", file)

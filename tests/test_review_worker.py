@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from test_worker_jobs import make_request
 
+from common import schemas
 from common.home import Home, init_home
 from common.queue import Queue
 from pc import worker as worker_mod
@@ -53,3 +54,15 @@ def test_the_one_shot_refuses_bad_arguments_with_exit_3(home: Home, argv: list[s
                           text=True, timeout=60)
     assert proc.returncode == 3, proc.stderr
     assert "error:" in proc.stderr
+
+
+@pytest.mark.parametrize("bad", [".hidden", "...", ".x.y.tmp"])
+def test_an_id_starting_with_a_dot_is_refused_since_hidden_files_are_never_read(home: Home, bad: str) -> None:
+    """pending/.<id>.json is a hidden file the worker never reads: submitting it queued a request that could
+    never run nor fail. The queue and the schema refuse such an id instead."""
+    q = Queue.of_home(home).ensure()
+    with pytest.raises(ValueError, match="request id"):
+        q.submit({**make_request(home, 1), "id": bad})
+    assert os.listdir(q.inbox) == []
+    with pytest.raises(schemas.RequestError, match="id"):
+        schemas.validate({**make_request(home, 1), "id": bad}, home=home)
