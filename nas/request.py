@@ -10,10 +10,10 @@ from common import config, events, log, queue, schemas
 from common.cli import EXIT_FAILED, EXIT_OK, parse_date
 from common.home import Home
 from common.store import EodStore, StoreError
+from common.strategy import NAME as STRATEGY
 from common.strategy import warmup_rows
 
 _log = log.get("request")
-STRATEGY = "momentum_topN_v1"
 
 
 def build(home: Home, day: dt.date | None = None) -> dict:
