@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from common import atomic, config, events, log, switches
+from common.cli import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK
 from common.home import Home
 
-EXIT_OK, EXIT_BLOCKED, EXIT_FAILED = 0, 2, 3
 SCHEMA = "ops_run_receipt/1"
 COMPLETED, WARN, BLOCKED, FAILED = "COMPLETED", "WARN", "BLOCKED", "FAILED"
 OK, SKIPPED = "OK", "SKIPPED"
