@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from common import config, events, log, schemas
+from common.cli import EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.queue import Claim, Entry, Queue, new_owner
 
-EXIT_OK, EXIT_FAILED = 0, 3
 DEFAULT_JOB = "pc.backtest:run_request"
 RESULT_FILE = "result.json"
 
