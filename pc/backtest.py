@@ -30,6 +30,7 @@ import yaml
 from common import config, log
 from common.cli import EXIT_FAILED, EXIT_OK, Parser, parse_date
 from common.home import DEFAULT_CONFIGS, Home
+from common.schemas import UNIVERSES
 from common.store import EodStore
 from common.strategy import warmup_rows
 from pc import metrics as mx
@@ -299,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
         start = args.start or _default_start(store, params)
         end = args.end or store.last_date()
         universe: Any = args.universe
-        if universe not in ("ALL", "KOSPI", "KOSDAQ", "KONEX"):
+        if universe not in UNIVERSES:
             universe = [t.strip() for t in universe.split(",") if t.strip()]
         ident = args.id or (f"{args.strategy}_{start:%Y%m%d}_{end:%Y%m%d}" if start and end else args.strategy)
         request = {"id": ident, "strategy": args.strategy, "params": overrides, "universe": universe,
