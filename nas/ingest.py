@@ -111,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
             start = args.start or store_first or end - dt.timedelta(days=app["ingest"]["history_days"])
         if start > end:
             raise ValueError(f"--start {start} is after --end {end}")
+        final = cal.latest_complete_day()
+        if name != "sample" and end > final:  # KRX serves intraday prices before the close: never store them
+            raise ValueError(f"{end} is not final yet: the last trading day with final end-of-day data is {final} "
+                             f"(final from {calendar.CLOSE_HOUR}:00 Asia/Seoul)")
         source = make_source(name, home, cal, args.tickers)
         days = cal.sessions(max(start, source.first_date), end)
         if not days:
