@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from common import atomic
 
 # The default configs ship in the repository's configs/ folder (the project is installed editable).
 DEFAULT_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -56,6 +57,6 @@ def init_home(root: str | os.PathLike) -> tuple[Home, list[str]]:
     for src in sorted(DEFAULT_CONFIGS.glob("*.yaml")):
         dst = home.configs / src.name
         if not dst.exists():
-            shutil.copyfile(src, dst)
+            atomic.write_bytes(dst, src.read_bytes())  # every job reads it: never a half-copied config
             created.append(str(dst.relative_to(home.root)))
     return home, created
