@@ -173,6 +173,7 @@ class Worker:
         self._lock = threading.Lock()
         self._active: dict[str, _Active] = {}
         self._seen: dict[Path, tuple[tuple[int, int], float]] = {}  # unparsable files: (size, mtime) first seen
+        self._stuck: dict[Path, str] = {}  # files this worker cannot claim (e.g. permissions): error last logged
         # The last scan's entries, taken in order: a backlog of n requests costs one scan, not n.
         self._backlog: collections.deque[Entry] = collections.deque()
         self._rescan = threading.Event()
@@ -336,6 +337,8 @@ class Worker:
             present = {e.path for e in entries}
             for path in [p for p in self._seen if p not in present]:
                 del self._seen[path]
+            for path in [p for p in self._stuck if p not in present]:
+                del self._stuck[path]
             self._backlog = collections.deque(entries)
             scanned = True
         started, skipped = 0, 0
@@ -348,7 +351,18 @@ class Worker:
             if mine:  # the same id queued twice: the next scan sees it again once ours is finished
                 skipped += 1
                 continue
-            wait = self._consider(entry)
+            try:
+                wait = self._consider(entry)
+            except OSError as exc:
+                if not self.queue.inbox.is_dir():
+                    raise  # the share itself is gone: the run loop waits for it
+                # one file this worker cannot touch must not hold up the requests behind it
+                if self._stuck.get(entry.path) != str(exc):
+                    self._stuck[entry.path] = str(exc)
+                    log.event(_log, "REQUEST_STUCK", f"{entry.path.name}: {type(exc).__name__}: {exc}; skipped, "
+                              f"tried again every {s.interval_s:g}s (check the file's permissions)",
+                              level=logging.WARNING)
+                continue
             if wait is True:
                 started += 1
             elif wait is not False:  # not complete yet: look again when it may have settled

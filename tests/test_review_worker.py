@@ -66,3 +66,25 @@ def test_an_id_starting_with_a_dot_is_refused_since_hidden_files_are_never_read(
     assert os.listdir(q.inbox) == []
     with pytest.raises(schemas.RequestError, match="id"):
         schemas.validate({**make_request(home, 1), "id": bad}, home=home)
+
+
+def test_a_file_the_worker_cannot_claim_does_not_hold_up_the_others(home: Home, caplog) -> None:
+    """An immutable (or foreign-owned) request cannot be renamed: it is skipped with one WARNING, and the
+    requests behind it still run; --once still ends."""
+    q = Queue.of_home(home).ensure()
+    q.submit(make_request(home, 1))
+    stuck = next(q.inbox.glob("*.json"))
+    os.utime(stuck, (1, 1))  # the oldest: first in line
+    if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available on this filesystem")
+    try:
+        q.submit(make_request(home, 2))
+        w = worker_mod.build(q.inbox, q.out, home=home, job=_job, interval_s=0.05, settle_s=0.05, max_attempts=1)
+        with caplog.at_level("WARNING", logger="krx"):
+            assert w.run(once=True, install_signals=False) == 0
+        assert (q.out / "req-0002" / "result.json").is_file()
+        assert stuck.exists() and not (q.out / "req-0001").exists()
+        stuck_lines = [r for r in caplog.records if getattr(r, "event", "") == "REQUEST_STUCK"]
+        assert len(stuck_lines) == 1 and stuck.name in stuck_lines[0].getMessage()
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], capture_output=True)
