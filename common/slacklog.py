@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from common import config, slack
+from common import config, slack, switches
 from common import log as krxlog
 from common.home import Home
 
@@ -76,7 +76,7 @@ class SlackErrorHandler(logging.Handler):
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(queue_size)))
         self._folds: dict[tuple, _Fold] = {}
         self._lock = threading.Lock()
-        self.sent = self.failed = self.dropped = self.folded = 0
+        self.sent = self.failed = self.dropped = self.folded = self.suppressed = 0
         self._closed = False
         self._thread = threading.Thread(target=self._listen, name="krx-slack-error-log", daemon=True)
         self._thread.start()
@@ -134,6 +134,8 @@ class SlackErrorHandler(logging.Handler):
     def _send(self, text: str) -> None:
         try:
             self._post(slack.redact(text))
+        except Suppressed:
+            self._count("suppressed")
         except Exception as exc:  # counted, never logged where it could come back here, never retried by us
             self._count("failed")
             log.debug("slack error log: send failed: %s", slack.redact(exc))
@@ -207,11 +209,15 @@ class SlackErrorHandler(logging.Handler):
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"sent": self.sent, "failed": self.failed, "dropped": self.dropped, "folded": self.folded,
-                    "queued": self._queue.qsize()}
+                    "suppressed": self.suppressed, "queued": self._queue.qsize()}
 
 
 def _current() -> SlackErrorHandler | None:
     return next((h for h in krxlog.error_sinks() if isinstance(h, SlackErrorHandler)), None)
+
+
+class Suppressed(Exception):
+    """A message not sent because the emergency stop is on: counted, not a failure."""
 
 
 def send_verbose_log_to_slack(home: Home | None = None, job: str = "") -> SlackErrorHandler | None:
@@ -231,8 +237,18 @@ def send_verbose_log_to_slack(home: Home | None = None, job: str = "") -> SlackE
     sender = slack.sender(cfg["slack"]["channel"], timeout_s=int(opts["timeout_s"]), rate_limit_retries=1)
     if sender is None:
         return None
+    stop_home = home or Home.from_env()
+
+    def post(text: str) -> None:
+        # the emergency stop silences every external send, ops telemetry included (read per message: it may
+        # be switched on while the job runs; unreadable means on)
+        stop = switches.emergency_stop(stop_home)
+        if stop.on or not stop.readable:
+            raise Suppressed()
+        sender.post(text=text)
+
     handler = SlackErrorHandler(
-        lambda text: sender.post(text=text),
+        post,
         job=job,
         queue_size=opts["queue_size"],
         fold_window_s=opts["fold_window_s"],

@@ -23,13 +23,6 @@ TOKEN = "xoxb-1111111111-2222222222222-TESTtokenSECRETvalue"
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture()
-def server() -> Iterator[SlackServer]:
-    srv = SlackServer()
-    yield srv
-    srv.close()
-
-
 @pytest.fixture(autouse=True)
 def no_leftover_sinks() -> Iterator[None]:
     yield
@@ -146,7 +139,7 @@ def test_failing_slack_never_loops_and_never_blocks(env: SlackServer, monkeypatc
     assert _wait(lambda: h.stats()["failed"] == 1)
     time.sleep(0.5)  # give a loop the chance to show itself
     h.close()
-    assert h.stats() == {"sent": 0, "failed": 1, "dropped": 0, "folded": 0, "queued": 0}
+    assert h.stats() == {"sent": 0, "failed": 1, "dropped": 0, "folded": 0, "suppressed": 0, "queued": 0}
     if mode == "http500":
         assert len(env.requests) == 2  # one record, one retry chain (slack-sdk's single 500 retry)
 
@@ -226,3 +219,22 @@ def test_a_job_process_flushes_at_exit_and_a_dead_slack_changes_nothing(env: Sla
         assert TOKEN not in run.stdout + run.stderr
     logs = "".join(p.read_text() for p in (home / "logs").glob("*.log"))
     assert "disk full" in logs and TOKEN not in logs
+
+
+def test_the_emergency_stop_silences_the_error_log(env: SlackServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from common import switches
+    from common.home import Home
+
+    home = Home.from_env()
+    switches.set_emergency_stop(home, True, "test: nothing leaves the machine")
+    handler = send_verbose_log_to_slack(home, "scan")
+    assert handler is not None
+    logging.getLogger("krx.scan").error("disk on fire")
+    assert _wait(lambda: handler.stats()["suppressed"] == 1)
+    (home.state / "emergency_stop.json").write_text("{garbage")  # unreadable: stopped, still silent
+    logging.getLogger("krx.scan").error("still on fire")
+    assert _wait(lambda: handler.stats()["suppressed"] == 2)
+    switches.set_emergency_stop(home, False, "test: resume")
+    logging.getLogger("krx.scan").error("a third thing")
+    assert _wait(lambda: handler.stats()["sent"] == 1)
+    assert [r.body.get("text", "") for r in env.requests if "third" in str(r.body)] and len(env.requests) == 1
