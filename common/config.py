@@ -253,6 +253,10 @@ def check_strategy_params(params: Mapping, base: Mapping, source: str = "<params
     return merged
 
 
+# Every secret the project reads; redaction (common.slack.redact) hides the values of all of them.
+SECRET_NAMES = ("KRX_ID", "KRX_PW", "SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL")
+
+
 def secret(name: str) -> str | None:
     """A secret from the environment (a home's .env is loaded into it by the CLI); None when unset or empty."""
     value = os.environ.get(name, "").strip()

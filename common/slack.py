@@ -57,7 +57,7 @@ log = logging.getLogger("krx.slack")
 
 
 def _known_secrets() -> list[str]:
-    return [s for s in (config.secret(TOKEN_ENV), config.secret(WEBHOOK_ENV)) if s]
+    return [s for s in map(config.secret, config.SECRET_NAMES) if s]
 
 
 def redact(text: Any, secrets: Iterable[str] = ()) -> str:

@@ -37,7 +37,6 @@ COMPLETED, WARN, BLOCKED, FAILED = "COMPLETED", "WARN", "BLOCKED", "FAILED"
 OK, SKIPPED = "OK", "SKIPPED"
 EXIT_OF = {COMPLETED: EXIT_OK, WARN: EXIT_OK, BLOCKED: EXIT_BLOCKED, FAILED: EXIT_FAILED}
 
-SECRET_NAMES = ("KRX_ID", "KRX_PW", "SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL")
 BASE_DEPENDENCIES = ("pandas", "numpy", "pyarrow", "yaml", "tenacity", "exchange_calendars", "rich", "dotenv")
 DATA_STEPS = ("ingest", "scan", "alert", "request")
 # A step whose output the next ones read: when it is blocked, the rest would work on stale data.
@@ -64,11 +63,10 @@ def latest_receipt_path(home: Home) -> Path:
 
 
 def _redact(text: str, env: Mapping[str, str]) -> str:
-    for name in SECRET_NAMES:
-        value = str(env.get(name, "")).strip()
-        if len(value) >= 4:  # shorter "secrets" would blank out ordinary words
-            text = text.replace(value, "[REDACTED]")
-    return text
+    """The children's output without the secrets of their environment (which may differ from ours)."""
+    from common.slack import redact
+
+    return redact(text, (str(env.get(name, "")).strip() for name in config.SECRET_NAMES))
 
 
 def child_env(home: Home, mock_only: bool, base: Mapping[str, str] | None = None) -> dict[str, str]:
