@@ -34,12 +34,8 @@ GENESIS = "0" * 64
 RESERVED = ("seq", "ts", "event", "by", "correlation_id", "prev_hash", "hash")
 
 
-def _home(home: Home | str | os.PathLike) -> Home:
-    return home if isinstance(home, Home) else Home(Path(home).resolve())
-
-
 def log_path(home: Home | str | os.PathLike) -> Path:
-    return _home(home).state / LOG_NAME
+    return Home.of(home).state / LOG_NAME
 
 
 def who() -> str:
@@ -132,7 +128,7 @@ def _last_link(last: bytes) -> tuple[int, str]:
 
 def append(home: Home | str | os.PathLike, event: str, *, correlation_id: str | None = None, **fields: Any) -> dict:
     """Append one event and return the record as written (with `seq`, `ts`, `by`, `prev_hash`, `hash`)."""
-    home = _home(home)
+    home = Home.of(home)
     clash = [k for k in fields if k in RESERVED]
     if clash:
         raise ValueError(f"event fields may not use reserved names: {', '.join(clash)}")
@@ -184,7 +180,7 @@ def read(home: Home | str | os.PathLike) -> list[dict]:
 
 def verify(home: Home | str | os.PathLike) -> tuple[bool, int | None, str]:
     """(ok, first bad line number (1-based) or None, message). A missing log is an intact, empty one."""
-    home = _home(home)
+    home = Home.of(home)
     path = home.state / LOG_NAME
     try:
         raw = path.read_bytes()

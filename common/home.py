@@ -18,6 +18,11 @@ class Home:
     root: Path
 
     @classmethod
+    def of(cls, home: Home | str | os.PathLike) -> Home:
+        """A Home, from a Home or a folder path."""
+        return home if isinstance(home, Home) else cls(Path(home).resolve())
+
+    @classmethod
     def from_env(cls) -> Home:
         return cls(Path(os.environ.get("KRX_HOME") or os.getcwd()).resolve())
 

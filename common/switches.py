@@ -69,10 +69,6 @@ class Gate:
         return asdict(self)
 
 
-def _home(home: Home | str | os.PathLike) -> Home:
-    return home if isinstance(home, Home) else Home(Path(home).resolve())
-
-
 def _read(path: Path) -> tuple[dict | None, str | None]:
     """(data, None), (None, None) when absent, or (None, error) when unreadable."""
     try:
@@ -91,7 +87,7 @@ def _read(path: Path) -> tuple[dict | None, str | None]:
 
 
 def _switch(home: Home | str | os.PathLike, name: str, filename: str, default: bool, fail_closed: bool) -> Switch:
-    path = _home(home).state / filename
+    path = Home.of(home).state / filename
     data, error = _read(path)
     if error is None and data is not None and not isinstance(data.get("on"), bool):
         error = f"{filename}: 'on' is not true or false"
@@ -113,7 +109,7 @@ def _set_switch(home: Home | str | os.PathLike, name: str, filename: str, on: bo
                 current: Switch) -> Switch:
     if not isinstance(on, bool):
         raise SwitchError(f"{name}: expected on=True or on=False, got {on!r}")
-    home = _home(home)
+    home = Home.of(home)
     reason = _check_reason(reason)
     record = {"schema": "switch/1", "name": name, "on": on, "by": events.who(),
               "at": now().isoformat(timespec="seconds"), "reason": reason}
@@ -143,7 +139,7 @@ def set_sender(home: Home | str | os.PathLike, on: bool, reason: str) -> Switch:
 
 def gate_state(home: Home | str | os.PathLike) -> Gate:
     """The execution gate with who set it; MOCK_ONLY and readable=False when the file is damaged."""
-    path = _home(home).state / GATE_FILE
+    path = Home.of(home).state / GATE_FILE
     data, error = _read(path)
     if error is None and data is not None and data.get("mode") not in GATE_MODES:
         error = f"{GATE_FILE}: mode {data.get('mode')!r} is not one of {', '.join(GATE_MODES)}"
@@ -163,7 +159,7 @@ def gate(home: Home | str | os.PathLike) -> str:
 
 
 def set_gate(home: Home | str | os.PathLike, mode: str, reason: str) -> Gate:
-    home = _home(home)
+    home = Home.of(home)
     mode = str(mode).upper()
     if mode not in GATE_MODES:
         raise SwitchError(f"gate: expected one of {', '.join(GATE_MODES)}, got {mode!r}")
