@@ -252,12 +252,13 @@ class EodStore:
         return out
 
     def content_hash(self, start: dt.date | None = None, end: dt.date | None = None) -> str:
-        """A short hash of the stored rows in a window: ties a backtest result to the data it saw."""
+        """A short hash of the stored rows in a window: ties a backtest result to exactly the data it saw (days
+        added after the window leave it unchanged)."""
         digest = hashlib.sha256()
-        for p in self._years(start, end):
-            digest.update(p.name.encode())
-            digest.update(p.read_bytes())
-        digest.update(f"{start}:{end}".encode())
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, SCHEMA) as writer:
+            writer.write_table(self.read_rows(start, end).combine_chunks())
+        digest.update(sink.getvalue().to_pybytes())
         return digest.hexdigest()[:16]
 
 

@@ -102,3 +102,18 @@ def test_unreadable_manifest_is_a_clear_error(home: Home) -> None:
     store.manifest_path.write_text("{not json")
     with pytest.raises(StoreError, match="manifest.json: unreadable manifest"):
         store.stored_dates()
+
+
+def test_content_hash_covers_the_window_only(home: Home, cal: TradingCalendar) -> None:
+    frames = _frames(cal)
+    days = sorted(frames)
+    store = EodStore.for_home(home)
+    store.write(validate_day(frames[d], d, "sample") for d in days[:15])
+    window = store.content_hash(days[0], days[9])
+    store.write(validate_day(frames[d], d, "sample") for d in days[15:])  # later days of the same year
+    assert store.content_hash(days[0], days[9]) == window
+    assert store.content_hash(days[0], days[10]) != window
+    changed = frames[days[5]].copy()
+    changed.loc[0, "close"] += 1
+    store.write([validate_day(changed, days[5], "sample")])
+    assert store.content_hash(days[0], days[9]) != window
