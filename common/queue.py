@@ -61,8 +61,10 @@ LOST_RACE: tuple[type[OSError], ...] = (
 
 def is_valid_id(value: Any) -> bool:
     """A request id is a safe file name: `[A-Za-z0-9._-]{1,128}`, not starting with "." (hidden names are never
-    read: pending/.<id>.json would never run nor fail; this also refuses "." and "..")."""
-    return isinstance(value, str) and ID_RE.fullmatch(value) is not None and not value.startswith(".")
+    read: pending/.<id>.json would never run nor fail; this also refuses "." and ".."), and not ending with
+    ".error" (failed/<id>.error.json is the error record of request <id>)."""
+    return (isinstance(value, str) and ID_RE.fullmatch(value) is not None and not value.startswith(".")
+            and not value.endswith(ERROR_SUFFIX.removesuffix(".json")))
 
 
 def new_owner() -> str:

@@ -56,10 +56,11 @@ def test_the_one_shot_refuses_bad_arguments_with_exit_3(home: Home, argv: list[s
     assert "error:" in proc.stderr
 
 
-@pytest.mark.parametrize("bad", [".hidden", "...", ".x.y.tmp"])
+@pytest.mark.parametrize("bad", [".hidden", "...", ".x.y.tmp", "x.error"])
 def test_an_id_starting_with_a_dot_is_refused_since_hidden_files_are_never_read(home: Home, bad: str) -> None:
     """pending/.<id>.json is a hidden file the worker never reads: submitting it queued a request that could
-    never run nor fail. The queue and the schema refuse such an id instead."""
+    never run nor fail. The queue and the schema refuse such an id instead; and an id ending in .error, whose
+    failed/<id>.json would be taken for the error record of another request."""
     q = Queue.of_home(home).ensure()
     with pytest.raises(ValueError, match="request id"):
         q.submit({**make_request(home, 1), "id": bad})
