@@ -27,6 +27,11 @@ summary are single files, each replaced atomically (`--delay-updates`). Hidden t
 (and receipts) the source side no longer has, each folder hidden first by a rename and only then deleted; it
 refuses to empty a side whose source lists no results at all (an unmounted share looks like that).
 
+Results a home's `krx retention pack` archived (listed in its state/archived_results.txt) count as present on that
+side: `pull` never fetches them into the home that archived them, and `push` never sends them to a remote that
+archived them (its index is read like its folders: directly or over the remote shell; none there means none
+archived, a damaged one fails the sync). Otherwise sync and retention would undo each other every day.
+
 Every rsync/git call is retried under the shared policy (app.yaml `retry`) when it failed for a transient reason
 (rsync exit codes 10, 11, 12, 23, 24, 30, 35, 255; a git remote that cannot be reached), never for a usage error.
 Exit codes: 0 done (including nothing to do), 2 another sync of this home is running, 3 failed.
@@ -196,6 +201,27 @@ class Rsync:
                 names.add(fields[4])
         return names
 
+    def fetch_text(self, spec: Spec, *parts: str) -> str | None:
+        """The text of one file at spec/parts, copied through rsync like everything else (a local folder or over
+        the remote shell, no other tool needed there); None when the file (or its folder) does not exist."""
+        where = redact(spec.arg(*parts))
+        with tempfile.TemporaryDirectory(prefix="krx-sync-") as tmp:
+            try:
+                self.run("read", [spec.arg(*parts), f"{tmp}/"])
+            except (retry.TransientError, SyncError) as exc:
+                if "No such file or directory" in str(exc) and ("link_stat" in str(exc) or "change_dir" in str(exc)):
+                    return None
+                if "Permission denied" in str(exc):  # another try cannot fix permissions
+                    raise SyncError(f"{where}: unreadable: {exc}") from None
+                raise
+            path = Path(tmp) / parts[-1]
+            if path.is_symlink() or not path.is_file():
+                raise SyncError(f"{where}: not a regular file")
+            try:
+                return path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise SyncError(f"{where}: unreadable: {exc}") from None
+
 
 class Side:
     """File operations on one side's folder (its root is a spec's path): the renames that publish or remove a
@@ -308,6 +334,30 @@ def local_results(home: Home) -> set[str]:
         return set()
 
 
+def local_archived(home: Home) -> set[str]:
+    """The result ids this home's retention archived: sync treats them as present and never fetches them again."""
+    from nas import retention  # here, not at the top: retention imports this module (its backup uses rsync)
+
+    try:
+        return retention.archived_results(home)
+    except retention.RetentionError as exc:
+        raise SyncError(str(exc)) from None
+
+
+def remote_archived(spec: Spec, rs: Rsync) -> set[str]:
+    """The result ids the remote home's retention archived (its state/archived_results.txt): push never sends them
+    back. A missing index means none (also: the remote is a plain folder, not a home); a damaged one is an error."""
+    from nas import retention  # see local_archived
+
+    text = rs.fetch_text(spec, *retention.ARCHIVED_INDEX.split("/"))
+    if text is None:
+        return set()
+    try:
+        return retention.parse_archived(text, redact(spec.arg(retention.ARCHIVED_INDEX)))
+    except retention.RetentionError as exc:
+        raise SyncError(str(exc)) from None
+
+
 def _step(name: str, fn, *args, retry_cfg: dict, details=None):
     """One step under the retry policy, one log line when it is done."""
     t0 = time.monotonic()
@@ -339,13 +389,21 @@ def rsync_push(home: Home, spec: Spec, rs: Rsync, *, delete: bool, retry_cfg: di
     _step("SYNC_OPS", rs.run, "ops", args, retry_cfg=retry_cfg,
           details=f"reports/ops/ -> {spec}" if len(sources) > 1 else f"no reports/ops/ yet; {spec} ready")
 
-    # 2. which results the remote has
+    # 2. which results the remote has, and which it has archived (retention removed them from its done/: sending
+    # them again would only have them archived again, forever). Its done/ first, then its index: retention
+    # records an id before it removes the folder, so in this order no id can slip between the two readings.
+    def remote_state() -> tuple[set[str], set[str]]:
+        return rs.list_dirs(spec, "reports", "done") or set(), remote_archived(spec, rs)
+
     mine = local_results(home)
-    theirs = _step("SYNC_LIST", rs.list_dirs, spec, "reports", "done", retry_cfg=retry_cfg,
-                   details=lambda s: f"remote has {len(s or ())} results, this home {len(mine)}") or set()
+    theirs, archived = _step(
+        "SYNC_LIST", remote_state, retry_cfg=retry_cfg,
+        details=lambda r: f"remote has {len(r[0])} results"
+                          + (f" ({len(r[1])} more archived there: never sent again)" if r[1] else "")
+                          + f", this home {len(mine)}")
 
     # 3. the missing ones into the remote's staging folder, 4. each renamed into done/ in one step
-    send = sorted(mine - theirs)
+    send = sorted(mine - theirs - archived)
     published: list[str] = []
     if send:
         listing = _files_from(send, "{}/")
@@ -382,20 +440,26 @@ def rsync_pull(home: Home, spec: Spec, rs: Rsync, *, delete: bool, retry_cfg: di
     home.queue("done").mkdir(parents=True, exist_ok=True)
     staging = staging_name()
     local = Side(Spec(str(home.root)), rs.rsh, rs.timeout_s)
+    # the results we have, and those our retention archived (fetching them would only have them archived again,
+    # forever). done/ first, then the index: retention records an id before it removes the folder, so in this
+    # order no id can slip between the two readings.
     mine = local_results(home)
-    # top-level filters, first match wins: hidden entries, the results we have, then every other folder
-    skip = _files_from(sorted(mine), "- /{}/")
+    archived = local_archived(home)
+    # top-level filters, first match wins: hidden entries, the results we have or archived, then every other folder
+    skip = _files_from(sorted(mine | archived), "- /{}/")
     try:
         # --delete only inside our own staging copy: a run killed outright may have left rsync's temp files
         args = ["--delay-updates", f"--partial-dir={PARTIAL_DIR}", "--delete", "--exclude=/.*",
                 f"--exclude-from={skip}", "--include=/*/", "--exclude=/*", f"--exclude={HIDDEN_TMP}",
                 spec.arg("reports", "done", slash=True), f"{home.reports / staging}/"]
         _step("SYNC_RESULTS", rs.run, "results", args, retry_cfg=retry_cfg,
-              details=f"{spec.arg('reports', 'done')} -> {home.reports / staging} (staging)")
+              details=f"{spec.arg('reports', 'done')} -> {home.reports / staging} (staging)"
+                      + (f"; {len(archived)} archived here are not fetched" if archived else ""))
     finally:
         os.unlink(skip)
+    # an archived id left in the staging folder by an earlier, interrupted run is dropped with it, not published
     fetched = sorted(e.name for e in os.scandir(home.reports / staging)
-                     if e.is_dir() and is_valid_id(e.name) and not e.name.startswith(".")) \
+                     if e.is_dir() and is_valid_id(e.name) and not e.name.startswith(".") and e.name not in archived) \
         if (home.reports / staging).is_dir() else []
     published, present = _step(
         "SYNC_PUBLISH", local.publish, f"reports/{staging}", "reports/done", fetched, retry_cfg=retry_cfg,
