@@ -425,7 +425,8 @@ def rsync_push(home: Home, spec: Spec, rs: Rsync, *, delete: bool, retry_cfg: di
 
     removed: list[str] = []
     if delete:
-        extra = sorted(theirs - mine)
+        # a result this home archived still counts as ours: --delete mirrors results, it never prunes history
+        extra = sorted(theirs - mine - local_archived(home))
         if extra and not mine:
             raise SyncError(f"--delete: this home lists no results at all; refusing to delete the remote's "
                             f"{len(extra)} (is reports/done/ the right folder?)")
@@ -471,7 +472,8 @@ def rsync_pull(home: Home, spec: Spec, rs: Rsync, *, delete: bool, retry_cfg: di
     if delete:
         theirs = _step("SYNC_LIST", rs.list_dirs, spec, "reports", "done", retry_cfg=retry_cfg,
                        details=lambda s: f"remote has {len(s or ())} results") or set()
-        extra = sorted(local_results(home) - theirs)
+        # a result the remote archived still counts as theirs: --delete mirrors results, it never prunes history
+        extra = sorted(local_results(home) - theirs - remote_archived(spec, rs))
         if extra and not theirs:
             raise SyncError(f"--delete: the remote lists no results at all; refusing to delete this home's "
                             f"{len(extra)} (is the share mounted?)")

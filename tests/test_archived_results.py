@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import krx
 
 from common.home import Home, init_home
 from nas import retention
-from tests.conftest import krx
 
 DAY = 86400
 
@@ -183,3 +183,15 @@ def test_a_pack_that_fails_verification_records_nothing(home: Home) -> None:
     assert done(home) == ["r-busy", "r-new", "r-quiet"]
     assert retention.archived_results(home) == set()
     assert not (home.root / retention.ARCHIVED_INDEX).exists()
+
+
+def test_delete_never_prunes_archived_history(archived_on_nas: tuple[Home, Home]) -> None:
+    nas, pc = archived_on_nas
+    # the NAS mirrors to the PC with --delete: the PC keeps the result the NAS archived (it is history, not gone)
+    r = krx("sync", "push", "--remote", str(pc.root), "--delete", home=nas)
+    assert r.returncode == 0, r.stderr
+    assert done(pc) == ["r-new", "r-old"]
+    # the PC mirrors from the NAS with --delete: the PC's copy of what the NAS archived stays too
+    r = krx("sync", "pull", "--remote", str(nas.root), "--delete", home=pc)
+    assert r.returncode == 0, r.stderr
+    assert done(pc) == ["r-new", "r-old"]
