@@ -77,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(m.get(key), (int, float)):
                 pct = key not in ("sharpe", "sortino", "calmar")
                 print(f"  {key:<13}{m[key] * 100:>9.2f}%" if pct else f"  {key:<13}{m[key]:>9.2f}")
+        bench = m.get("benchmark") or {}
+        if isinstance(bench.get("total_return"), (int, float)):
+            print(f"  {'069500':<13}{bench['total_return'] * 100:>9.2f}%  (benchmark; excess "
+                  f"{bench['excess_return'] * 100:+.2f}%)")
         print(f"report    {result_path.parent / 'report.html'}")
     _step("8. Ops status: switches, the last run and today's risks", "ops", "status", home=home)
     print(f"\nDemo done in {time.monotonic() - started:.1f}s. Where to look:")
