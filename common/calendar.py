@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import io
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from common import config
+from common import atomic, config
 from common.home import Home
 
 CLOSE_HOUR = 16  # KRX closes 15:30; from 16:00 Seoul time the day's EOD data is final
@@ -71,11 +74,35 @@ class TradingCalendar:
         return self._sessions[i - 1].date()
 
 
+def cache_path() -> Path:
+    """Where the XKRX sessions are cached: building the calendar costs about 1.4 s, every job needs it, and it
+    only changes with the library's version (and its horizon, which moves with the date)."""
+    from importlib.metadata import version
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "krx-alertor"
+    return base / f"xkrx-{version('exchange_calendars')}-{dt.date.today():%Y%m%d}.npy"
+
+
 @functools.lru_cache(maxsize=1)
 def _xkrx_sessions() -> pd.DatetimeIndex:
-    import exchange_calendars as xcals  # slow to import: only when a calendar is needed
+    path = cache_path()
+    try:
+        return pd.DatetimeIndex(np.load(path, allow_pickle=False).astype("datetime64[ns]"))
+    except (OSError, ValueError):  # no cache yet, or a damaged one: build it again
+        pass
+    import exchange_calendars as xcals  # slow to import: only when the cache cannot answer
 
-    return pd.DatetimeIndex(xcals.get_calendar("XKRX").sessions).tz_localize(None)
+    sessions = pd.DatetimeIndex(xcals.get_calendar("XKRX").sessions).tz_localize(None)
+    buf = io.BytesIO()
+    np.save(buf, sessions.to_numpy().astype("datetime64[D]"), allow_pickle=False)
+    try:
+        atomic.write_bytes(path, buf.getvalue())
+        for old in path.parent.glob("xkrx-*.npy"):  # yesterday's or another version's: never read again
+            if old != path:
+                old.unlink(missing_ok=True)
+    except OSError:  # a read-only home directory only costs the time
+        pass
+    return sessions
 
 
 def load(home: Home | None = None) -> TradingCalendar:

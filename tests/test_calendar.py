@@ -36,3 +36,29 @@ def test_calendar_cli(home: Home) -> None:
     assert nxt.stdout.strip() == "2026-06-04"
     bad = krx("calendar", "--next", "2026-13-01", home=home)
     assert bad.returncode == 3 and "expected a date" in bad.stderr  # a usage error is a failure, never "blocked"
+
+
+def test_sessions_cache_matches_the_library_and_survives_damage(tmp_path, monkeypatch) -> None:
+    import exchange_calendars as xcals
+    import pandas as pd
+
+    from common import calendar
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    truth = pd.DatetimeIndex(xcals.get_calendar("XKRX").sessions).tz_localize(None)
+    (tmp_path / "krx-alertor").mkdir()
+    stale = tmp_path / "krx-alertor" / "xkrx-0.0-20000101.npy"
+    stale.write_bytes(b"old")
+    calendar._xkrx_sessions.cache_clear()
+    try:
+        built = calendar._xkrx_sessions()  # no cache: built from the library, then cached
+        assert calendar.cache_path().is_file() and not stale.exists()
+        calendar._xkrx_sessions.cache_clear()
+        cached = calendar._xkrx_sessions()  # read back from the cache
+        calendar.cache_path().write_bytes(b"\x93NUMPY garbage")
+        calendar._xkrx_sessions.cache_clear()
+        rebuilt = calendar._xkrx_sessions()  # a damaged cache is built again, never trusted
+    finally:
+        calendar._xkrx_sessions.cache_clear()
+    for sessions in (built, cached, rebuilt):
+        pd.testing.assert_index_equal(sessions, truth, check_names=False)
