@@ -11,7 +11,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from common import calendar, config, log, switches
+from common import calendar, config, events, log, strategy, switches
 from common.cli import EXIT_FAILED, EXIT_OK, parse_date
 from common.home import Home
 from common.store import EodStore, validate_day
@@ -80,6 +80,15 @@ def ingest(home: Home, source: Source, days: list[dt.date], force: bool = False)
     return summary
 
 
+def _record(home: Home, event: str, day: dt.date | None, **fields) -> None:
+    """The run in the event log, under the day's correlation id (the scan, alert and request of that day share it)."""
+    try:
+        cid = events.correlation_id(day, strategy.NAME) if day else None
+        events.append(home, event, correlation_id=cid, **fields)
+    except OSError as exc:  # the prices are stored either way; the ops summary reports a broken log
+        log.event(_log, "EVENT_LOG", f"cannot append {event}: {exc}", level=logging.WARNING)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", choices=["sample", "pykrx"], help="default: app.yaml source")
     p.add_argument("--date", type=parse_date, help="one day")
@@ -93,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     home = Home.from_env()
     log.setup_logging("ingest", home)
     started = time.monotonic()
+    end: dt.date | None = None
     try:
         app = config.load("app", home)
         cal = calendar.load(home)
@@ -125,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # one clear ERROR line and exit 3; complete days already written stay
         log.event(_log, "INGEST_FAILED", f"{type(exc).__name__}: {exc}", rc=EXIT_FAILED, level=logging.ERROR,
                   elapsed_ms=(time.monotonic() - started) * 1000)
+        _record(home, "ingest_failed", end, error=f"{type(exc).__name__}: {exc}"[:300])
         return EXIT_FAILED
+    _record(home, "ingest_done", days[-1], **summary)
     log.event(_log, "INGEST_DONE",
               f"source={summary['source']} range={days[0]}..{days[-1]} days_fetched={summary['days_fetched']} "
               f"days_skipped={summary['days_skipped']} days_closed={summary['days_closed']} rows={summary['rows']}",

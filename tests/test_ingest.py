@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -71,6 +72,9 @@ def test_ingest_cli(home: Home) -> None:
     assert log_files and "INGEST_DONE" in log_files[0].read_text()
     again = krx("ingest", "--start", "2025-05-26", "--end", "2025-06-05", home=home)
     assert "days_fetched=0" in again.stderr and "days_skipped=8" in again.stderr
+    logged = [json.loads(line) for line in (home.state / "events.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["correlation_id"], e["days_fetched"]) for e in logged] == [
+        ("ingest_done", "20250605-momentum_topN_v1", 8), ("ingest_done", "20250605-momentum_topN_v1", 0)]
 
 
 def test_ingest_cli_fails_cleanly(home: Home) -> None:
