@@ -238,7 +238,7 @@ def test_an_interrupted_transfer_never_shows_half_a_result(home: Home, tmp_path:
                              "--bwlimit", "1000"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # its own process group: rsync dies with it
     staging = nas / "reports" / sync.staging_name()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # a start-up deadline for a slow machine: the 6 MB copy itself takes 6 s
     while time.monotonic() < deadline and not any(p.is_file() and p.stat().st_size > 200_000
                                                   for p in staging.rglob("*")):
         time.sleep(0.05)
