@@ -63,10 +63,10 @@ def test_log_file_gets_the_same_lines(tmp_path: Path) -> None:
 
 def test_lock_contention(tmp_path: Path) -> None:
     env = {**os.environ, "KRX_HOME": str(tmp_path)}
-    holder = subprocess.Popen([str(WRAPPER), "--lock", "busy", "--", "bash", "-c", f"touch {tmp_path}/held; sleep 5"],
+    holder = subprocess.Popen([str(WRAPPER), "--lock", "busy", "--", "bash", "-c", f"touch {tmp_path}/held; sleep 300"],
                               env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not (tmp_path / "held").exists():
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -76,7 +76,8 @@ def test_lock_contention(tmp_path: Path) -> None:
         assert not (tmp_path / "second_ran").exists()
         other = run(tmp_path, "--lock", "other", script="exit 0")  # a different job is not blocked
         assert other.returncode == 0
-    finally:  # the job itself holds the lock too (it inherits it), so end the whole process group
+    finally:  # the holder never ends by itself (it would free the lock mid-test on a slow machine); the job
+        # holds the lock too (it inherits it), so end the whole process group
         os.killpg(holder.pid, signal.SIGKILL)
         holder.wait()
     assert run(tmp_path, "--lock", "busy", script="exit 0").returncode == 0  # released when the holder ends
