@@ -112,11 +112,12 @@ def test_claim_renames_with_attempt_and_owner_and_a_fresh_heartbeat(q: Queue) ->
     q.submit(req("r1"))
     age(q.inbox / "r1.json", 3600)  # waited an hour: must not look stale once claimed
     [entry] = q.pending()
+    before = time.time()
     claim = q.claim(entry, "pc1-42-abc")
     assert claim is not None
     assert claim.path == q.processing / "r1@1@pc1-42-abc.json"
     assert (claim.id, claim.attempt, claim.owner) == ("r1", 1, "pc1-42-abc")
-    assert time.time() - claim.path.stat().st_mtime < 5
+    assert claim.path.stat().st_mtime >= before - 1  # touched by the claim (1 s for coarse file timestamps)
     assert q.claim(entry, "pc2-43-def") is None  # the loser just moves on
     assert q.claims() == [claim]
 
@@ -147,8 +148,9 @@ def test_heartbeat_refreshes_the_mtime_and_reports_a_lost_claim(q: Queue) -> Non
     q.submit(req("r1"))
     claim = q.claim(q.pending()[0], "me-1-aaa")
     age(claim.path, 100)
+    before = time.time()
     assert q.heartbeat(claim) is True
-    assert time.time() - claim.path.stat().st_mtime < 5
+    assert claim.path.stat().st_mtime >= before - 1  # touched by the heartbeat, however slow the machine
     age(claim.path, 100)
     [rec] = q.recover(lease_s=10, max_attempts=3)
     assert rec.action == "requeued"
