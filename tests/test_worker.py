@@ -109,7 +109,8 @@ def test_custom_inbox_and_out_folders(home: Home, workers: Workers, tmp_path: Pa
 
 def test_hostile_inputs_end_in_failed_and_the_worker_stays_alive(home: Home, q: Queue, workers: Workers,
                                                                   tmp_path: Path) -> None:
-    proc = workers.start("--polling", "--interval", "0.2", "--settle", "1.0")
+    # settle 3 s (the default): the slow copy below pauses 0.3 s, so a stalled test process has 2.7 s of margin
+    proc = workers.start("--polling", "--interval", "0.2", "--settle", "3.0")
     workers.wait_started(proc)
     good = make_request(home, 0)
     hostile = {
