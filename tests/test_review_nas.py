@@ -49,10 +49,11 @@ def test_ops_status_survives_a_damaged_receipt(home: Home, receipt: str) -> None
     path.write_text(receipt, encoding="utf-8")
     codes = {r["code"] for r in summary.build(home)["top_risks"]}
     assert "LAST_RUN_FAILED" in codes
-    for cmd in ("status", "summary"):
-        out = krx("ops", cmd, home=home)
+    for cmd, shown in (("status", "LAST_RUN_FAILED"), ("summary", "WARN")):
+        out = krx("ops", cmd, home=home, env={"COLUMNS": "160"})
         assert out.returncode == 0, out.stderr
         assert "Traceback" not in out.stderr
+        assert shown in out.stdout, out.stdout  # the damaged receipt is reported, not passed over
 
 
 def test_real_source_refuses_a_day_whose_close_is_not_final(home: Home) -> None:
