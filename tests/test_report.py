@@ -100,12 +100,15 @@ def test_check_result_names_the_field():
         report.check_result(bad)
 
 
-def test_chart_ignores_a_global_font_switch(tmp_path):
+def test_chart_ignores_a_global_font_switch(tmp_path, caplog):
     """pykrx sets matplotlib's global font at import; the chart pins its own and still renders."""
     import matplotlib
 
     equity, cash, exposure, _, _, bench = _run()
     frame = report.equity_frame(equity, cash, exposure, metrics.benchmark_curve(bench, equity))
-    with matplotlib.rc_context({"font.family": "NoSuchFont-KR"}):
+    with matplotlib.rc_context({"font.family": "NoSuchFont-KR"}), \
+            caplog.at_level("WARNING", logger="matplotlib.font_manager"):
         png = report.chart_png(frame, "title")
     assert png.startswith(b"\x89PNG")
+    # a chart drawn with the global font would look it up ("findfont: Font family 'NoSuchFont-KR' not found")
+    assert not [r for r in caplog.records if "NoSuchFont-KR" in r.getMessage()]
