@@ -87,6 +87,18 @@ def slow(request: dict, out_dir: Path, home: Home, progress=None) -> dict:
     return result
 
 
+def long_slow(request: dict, out_dir: Path, home: Home, progress=None) -> dict:
+    """30 seconds of work in 50 ms steps: still running whenever a test stops its worker, however slow the machine."""
+    _mark(request, home)
+    for _ in range(600):
+        time.sleep(0.05)
+        if progress:
+            progress()
+    result = _result(request)
+    atomic.write_json(out_dir / "result.json", result)
+    return result
+
+
 def silent_slow(request: dict, out_dir: Path, home: Home, progress=None) -> dict:
     """3 seconds of work that never calls progress(): only the heartbeat thread keeps its claim alive."""
     _mark(request, home)
