@@ -238,6 +238,7 @@ def build(home: Home, now: dt.datetime | None = None, env: Mapping[str, str] | N
             k: receipt.get(k) for k in ("run_id", "started_at", "finished_at", "result", "reason", "date",
                                         "correlation_id", "steps", "observed_modes", "snapshot")
         },
+        "last_run_error": receipt_error,
         "event_log": {"ok": ok, "first_bad_line": bad_line, "message": msg},
     }
 
@@ -289,6 +290,8 @@ def render(summary: dict, console: Any = None) -> None:
             steps.add_row(s.get("name", "?"), styled(s.get("status")), rc, f"{s.get('elapsed_ms', 0)} ms",
                           str(s.get("details", ""))[:200])
         console.print(steps)
+    elif summary.get("last_run_error"):
+        console.print(f"Last run: receipt unreadable ({summary['last_run_error']})")
     else:
         console.print("Last run: none yet (krx ops cycle has never run in this home)")
 
