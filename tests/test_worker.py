@@ -209,9 +209,11 @@ def test_sigkill_loses_nothing_the_lease_brings_the_claim_back(home: Home, q: Qu
 
 def test_the_heartbeat_keeps_a_job_longer_than_the_lease(home: Home, q: Queue, workers: Workers) -> None:
     q.submit(make_request(home, 1))
-    runner = workers.start("--interval", "0.2", "--lease", "1", job="silent_slow")  # 3 s, never calls progress
+    # a 6 s job under a 2 s lease: a stall of the runner under 1.6 s (lease minus heartbeat period) is tolerated,
+    # and without a heartbeat the watcher would take the claim back long before the job ends
+    runner = workers.start("--interval", "0.2", "--lease", "2", job="silent_slow")  # 6 s, never calls progress
     wait_for(lambda: runs(home.root) == 1, 20, "the job to start")
-    watcher = workers.start("--interval", "0.1", "--lease", "1")
+    watcher = workers.start("--interval", "0.1", "--lease", "2")
     workers.wait_started(watcher)
     wait_for(lambda: done(q, "req-0001"), 20, "the long job")
     assert result(q, "req-0001")["pid"] == runner.pid

@@ -100,9 +100,9 @@ def long_slow(request: dict, out_dir: Path, home: Home, progress=None) -> dict:
 
 
 def silent_slow(request: dict, out_dir: Path, home: Home, progress=None) -> dict:
-    """3 seconds of work that never calls progress(): only the heartbeat thread keeps its claim alive."""
+    """6 seconds of work that never calls progress(): only the heartbeat thread keeps its claim alive."""
     _mark(request, home)
-    time.sleep(3)
+    time.sleep(6)
     result = _result(request)
     atomic.write_json(out_dir / "result.json", result)
     return result
