@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,3 +49,27 @@ def server():
     srv = SlackServer()
     yield srv
     srv.close()
+
+
+@contextlib.contextmanager
+def rotating(path: Path, mtime: float, tmp_dir: Path | None = None) -> Iterator[None]:
+    """While the block runs, replace `path` over and over with other bytes of the same size and the same old
+    mtime, as a log rotator would: whatever read it a moment ago no longer matches what is on disk."""
+    stop = threading.Event()
+
+    def rotate() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            tmp = (tmp_dir or path.parent) / f".{path.name}.{n}.tmp"
+            tmp.write_bytes(f"{n:020d}".encode() * 100_000)
+            os.utime(tmp, (mtime, mtime))
+            os.replace(tmp, path)
+
+    writer = threading.Thread(target=rotate, daemon=True)
+    writer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        writer.join(10)

@@ -5,12 +5,11 @@ homes (also through a remote shell), real archives, the CLI run as cron runs it.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import krx
+from conftest import krx, rotating
 
 from common.home import Home, init_home
 from nas import retention
@@ -159,24 +158,8 @@ def test_a_pack_that_fails_verification_records_nothing(home: Home) -> None:
     busy.write_bytes(b"0" * 2_000_000)
     old = time.time() - 60 * DAY
     os.utime(busy, (old, old))
-    stop = threading.Event()
-
-    def rotate() -> None:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            tmp = home.root / f".busy.{n}.tmp"  # outside the result folder, so the folder's file list stays put
-            tmp.write_bytes(f"{n:020d}".encode() * 100_000)
-            os.utime(tmp, (old, old))
-            os.replace(tmp, busy)
-
-    writer = threading.Thread(target=rotate, daemon=True)
-    writer.start()
-    try:
+    with rotating(busy, old, home.root):  # outside the result folder, so the folder's file list stays put
         r = krx("retention", "pack", home=home)
-    finally:
-        stop.set()
-        writer.join(10)
     assert r.returncode == 3, r.stderr
     failed = next(ln for ln in r.stderr.splitlines() if "[RETENTION_FAILED]" in ln)
     assert "failed verification" in failed and "nothing removed" in failed

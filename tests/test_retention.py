@@ -10,15 +10,14 @@ import resource
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import krx, rotating
 
 from common.home import Home
 from nas import retention
-from tests.conftest import krx
 
 DAY = 86400
 
@@ -164,25 +163,8 @@ def test_a_file_replaced_while_it_is_packed_fails_verification(home: Home) -> No
     put(home, "logs/ingest_20250301.log", b"new", 1)
     put(home, "logs/quiet.log", b"q" * 1000, 60)
     busy = put(home, "logs/busy.log", b"0" * 2_000_000, 60)
-    old = busy.stat().st_mtime
-    stop = threading.Event()
-
-    def rotate() -> None:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            tmp = busy.parent / f".busy.{n}.tmp"
-            tmp.write_bytes(f"{n:020d}".encode() * 100_000)
-            os.utime(tmp, (old, old))
-            os.replace(tmp, busy)
-
-    writer = threading.Thread(target=rotate, daemon=True)
-    writer.start()
-    try:
+    with rotating(busy, busy.stat().st_mtime):
         r = krx("retention", "pack", home=home)
-    finally:
-        stop.set()
-        writer.join(10)
     assert r.returncode == 3, r.stderr
     failed = next(ln for ln in r.stderr.splitlines() if "[RETENTION_FAILED]" in ln)
     assert "failed verification" in failed and "logs/busy.log" in failed and "nothing removed" in failed

@@ -15,11 +15,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import krx
 
 from common import retry
 from common.home import Home, init_home
 from nas import sync
-from tests.conftest import krx
 
 FAST_RETRY = {"KRX__APP__RETRY__ATTEMPTS": "4", "KRX__APP__RETRY__WAIT_INITIAL_S": "1.0",
               "KRX__APP__RETRY__WAIT_MAX_S": "2.0", "KRX__APP__RETRY__DEADLINE_S": "60"}

@@ -75,37 +75,31 @@ def jittery(request: dict, out_dir: Path, home: Home, progress=None) -> dict:
     return result
 
 
-def slow(request: dict, out_dir: Path, home: Home, progress=None) -> dict:
-    """3 seconds of work in 50 ms steps, calling progress() like the backtest does."""
+def _working(request: dict, out_dir: Path, home: Home, progress, seconds: float, report: bool) -> dict:
+    """`seconds` of work in 50 ms steps, calling progress() like the backtest does when `report`."""
     _mark(request, home)
-    for _ in range(60):
+    for _ in range(round(seconds / 0.05)):
         time.sleep(0.05)
-        if progress:
+        if report and progress:
             progress()
     result = _result(request)
     atomic.write_json(out_dir / "result.json", result)
     return result
+
+
+def slow(request: dict, out_dir: Path, home: Home, progress=None) -> dict:
+    """3 seconds of work, calling progress()."""
+    return _working(request, out_dir, home, progress, 3, True)
 
 
 def long_slow(request: dict, out_dir: Path, home: Home, progress=None) -> dict:
-    """30 seconds of work in 50 ms steps: still running whenever a test stops its worker, however slow the machine."""
-    _mark(request, home)
-    for _ in range(600):
-        time.sleep(0.05)
-        if progress:
-            progress()
-    result = _result(request)
-    atomic.write_json(out_dir / "result.json", result)
-    return result
+    """30 seconds of work: still running whenever a test stops its worker, however slow the machine."""
+    return _working(request, out_dir, home, progress, 30, True)
 
 
 def silent_slow(request: dict, out_dir: Path, home: Home, progress=None) -> dict:
     """6 seconds of work that never calls progress(): only the heartbeat thread keeps its claim alive."""
-    _mark(request, home)
-    time.sleep(6)
-    result = _result(request)
-    atomic.write_json(out_dir / "result.json", result)
-    return result
+    return _working(request, out_dir, home, progress, 6, False)
 
 
 def failing(request: dict, out_dir: Path, home: Home, progress=None) -> dict:
