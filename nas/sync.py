@@ -426,13 +426,7 @@ def rsync_push(home: Home, spec: Spec, rs: Rsync, *, delete: bool, retry_cfg: di
     removed: list[str] = []
     if delete:
         # a result this home archived still counts as ours: --delete mirrors results, it never prunes history
-        extra = sorted(theirs - mine - local_archived(home))
-        if extra and not mine:
-            raise SyncError(f"--delete: this home lists no results at all; refusing to delete the remote's "
-                            f"{len(extra)} (is reports/done/ the right folder?)")
-        _step("SYNC_DELETE", side.remove, "reports/done", extra, "reports/.sync-trash.tmp", retry_cfg=retry_cfg,
-              details=f"removed {len(extra)} result folders this home no longer has")
-        removed = extra
+        removed = _mirror_delete(side, theirs, mine | local_archived(home), "this home", retry_cfg)
     return {"sent": published, "deleted": removed}
 
 
@@ -473,14 +467,22 @@ def rsync_pull(home: Home, spec: Spec, rs: Rsync, *, delete: bool, retry_cfg: di
         theirs = _step("SYNC_LIST", rs.list_dirs, spec, "reports", "done", retry_cfg=retry_cfg,
                        details=lambda s: f"remote has {len(s or ())} results") or set()
         # a result the remote archived still counts as theirs: --delete mirrors results, it never prunes history
-        extra = sorted(local_results(home) - theirs - remote_archived(spec, rs))
-        if extra and not theirs:
-            raise SyncError(f"--delete: the remote lists no results at all; refusing to delete this home's "
-                            f"{len(extra)} (is the share mounted?)")
-        _step("SYNC_DELETE", local.remove, "reports/done", extra, "reports/.sync-trash.tmp", retry_cfg=retry_cfg,
-              details=f"removed {len(extra)} result folders the remote no longer has")
-        removed = extra
+        removed = _mirror_delete(local, local_results(home), theirs | remote_archived(spec, rs), "the remote",
+                                 retry_cfg)
     return {"sent": published, "deleted": removed}
+
+
+def _mirror_delete(side: Side, present: set[str], source: set[str], source_name: str, retry_cfg: dict) -> list[str]:
+    """--delete: remove from `side` the result folders `present` there that the source side (`source`: its
+    results and archived ids) does not have. A source listing nothing is what an unmounted share looks like:
+    refused rather than emptying the other side."""
+    extra = sorted(present - source)
+    if extra and not source:
+        raise SyncError(f"--delete: {source_name} lists no results at all; refusing to delete {len(extra)} result "
+                        f"folders on the other side (is the share mounted, is reports/done/ the right folder?)")
+    _step("SYNC_DELETE", side.remove, "reports/done", extra, "reports/.sync-trash.tmp", retry_cfg=retry_cfg,
+          details=f"removed {len(extra)} result folders {source_name} no longer has")
+    return extra
 
 
 # --- git push --------------------------------------------------------------------------------------------------
