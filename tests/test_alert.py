@@ -234,13 +234,16 @@ def test_failed_send_exit_3_one_error_no_token(home: Home, server: SlackServer, 
     assert TOKEN not in everything(home, out, err)
 
 
+# 400 holdings: an alert too long for one Slack message
+LONG_ROWS = [{"ticker": f"{i:06d}", "name": f"종목{i}", "state": "HOLD", "score": 0.1, "rank": i,
+              "reason": "held and still in the top N " + "·" * 40, "close": 1000.0} for i in range(400)]
+
+
 def test_long_alert_is_split_and_delivered_in_order(home: Home, server: SlackServer,
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture) -> None:
     slack_policy(monkeypatch, home)
-    rows = [{"ticker": f"{i:06d}", "name": f"종목{i}", "state": "HOLD", "score": 0.1, "rank": i,
-             "reason": "held and still in the top N " + "·" * 40, "close": 1000.0} for i in range(400)]
-    make_scan(home, rows=rows)
+    make_scan(home, rows=LONG_ROWS)
     rc, out, _ = run_alert(capsys)
     assert rc == 0 and len(server.requests) >= 2
     texts = "\n".join(b["text"]["text"] for r in server.requests for b in r.body["blocks"] if b["type"] == "section")
@@ -283,15 +286,12 @@ def test_outbox_with_a_damaged_sends_field_fails_closed(home: Home, server: Slac
     assert rc == 0 and server.requests == [] and "already sent" in err
 
 
-
 def test_a_partly_sent_alert_records_the_parts_that_went_out(home: Home, server: SlackServer,
                                                              monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture) -> None:
     """Part 1 delivered, part 2 failed: the outbox records part 1, so a rerun does not post it a second time."""
     slack_policy(monkeypatch, home)
-    rows = [{"ticker": f"{i:06d}", "name": f"종목{i}", "state": "HOLD", "score": 0.1, "rank": i,
-             "reason": "held and still in the top N " + "·" * 40, "close": 1000.0} for i in range(400)]
-    make_scan(home, rows=rows)
+    make_scan(home, rows=LONG_ROWS)
     ok = json.dumps({"ok": True, "channel": "C0INVESTOPS", "ts": "1700000000.000777"})
     server.script = [(200, {}, ok)] + [(500, {}, '{"ok": false, "error": "internal_error"}')] * 5
     rc, _, err = run_alert(capsys)
