@@ -93,18 +93,25 @@ def default_path(name: str) -> Path:
     return DEFAULT_CONFIGS / f"{name}.yaml"
 
 
+_PARSED: dict[str, Any] = {}  # file text -> parsed data: each distinct text is parsed once per process
+
+
 def _read_yaml(path: Path) -> Any:
+    """The parsed file (a fresh copy: callers merge into it). YAML parsing is slow and jobs load the same configs
+    many times (every backtest build reads strategies.yaml), so the same text is never parsed twice."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(path, "", "a readable YAML file", exc.strerror) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "<file>"
-        raise ConfigError(path, where, "valid YAML", str(getattr(exc, "problem", exc))) from None
-    return {} if data is None else data
+    if text not in _PARSED:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark else "<file>"
+            raise ConfigError(path, where, "valid YAML", str(getattr(exc, "problem", exc))) from None
+        _PARSED[text] = {} if data is None else data
+    return copy.deepcopy(_PARSED[text])
 
 
 def _type_name(default: Any) -> str:
