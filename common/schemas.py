@@ -138,11 +138,6 @@ def _universe(value: Any, file: str) -> None:
         raise _err(INVALID_REQUEST, file, "universe", "lists a ticker twice")
 
 
-def strategies_config(home: Home | None = None) -> dict:
-    """configs/strategies.yaml of the home, validated (the allowlist and each strategy's parameters)."""
-    return config.load("strategies", home)
-
-
 def validate(request: Any, *, stem: str | None = None, home: Home | None = None, strategies: Mapping | None = None,
              file: str = "<request>") -> dict:
     """Check a parsed request against backtest_request/1 and the strategies config (loaded from `home` unless
@@ -181,7 +176,7 @@ def validate(request: Any, *, stem: str | None = None, home: Home | None = None,
     strategy = request["strategy"]
     if not isinstance(strategy, str):
         raise _err(INVALID_REQUEST, file, "strategy", f"expected a string, got {type(strategy).__name__}")
-    strategies = strategies_config(home) if strategies is None else strategies
+    strategies = config.load("strategies", home) if strategies is None else strategies
     allowed = list(strategies.get("allowlist", []))
     if strategy not in allowed or strategy not in strategies.get("strategies", {}):
         raise _err(STRATEGY_NOT_ALLOWED, file, "strategy", f"{strategy!r:.80} is not in the allowlist of "

@@ -294,7 +294,7 @@ class Worker:
         if self._fixed_strategies:
             return True
         try:
-            self._strategies = schemas.strategies_config(self.home)
+            self._strategies = config.load("strategies", self.home)
         except config.ConfigError as exc:
             level = logging.ERROR if first or self._strategies is None else logging.WARNING
             log.event(_log, "CONFIG", f"strategies config: {exc}", rc=EXIT_FAILED, level=level)
