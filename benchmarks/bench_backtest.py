@@ -37,10 +37,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pc import engine  # noqa: E402
+from common import engine  # noqa: E402
 
 PARITY = {"lookbacks": [60], "weights": [1.0], "top_n": 20, "rebalance": "month_end",
-          "invest_fraction": 0.99, "commission_bps": 25, "sell_tax_bps": 0, "slippage_bps": 0,
+          "invest_fraction": 0.99, "commission_bps": 25, "sell_tax": [], "slippage_bps": 0, "execution": "close",
           "fractional_shares": True, "initial_cash": 100000000,
           "filters": {"enabled": False}, "regime": {"enabled": False},
           "core_holdings": [], "sell_rules": {"enabled": False}}

@@ -27,6 +27,11 @@ class TradingCalendar:
             self._sessions = self._sessions[~drop]
 
     @property
+    def index(self) -> pd.DatetimeIndex:
+        """Every trading day the calendar knows, as a DatetimeIndex (the strategy's schedule reads it)."""
+        return self._sessions
+
+    @property
     def first(self) -> dt.date:
         return self._sessions[0].date()
 

@@ -52,6 +52,15 @@ def _core_holdings(v: Any) -> str | None:
     return "a list of {ticker: str, weight: 0..1} whose weights sum to at most 1"
 
 
+def _tax_table(v: Any) -> str | None:
+    ok = all(isinstance(row, Mapping) and isinstance(row.get("from"), dt.date) and len(row) > 1
+             and all(isinstance(r, (int, float)) and not isinstance(r, bool) and 0 <= r <= 1000
+                     for k, r in row.items() if k != "from") for row in v)
+    if ok and all(a["from"] < b["from"] for a, b in zip(v, v[1:], strict=False)):
+        return None
+    return "a list of {from: YYYY-MM-DD, <market>: bps 0..1000, ...} rows in increasing date order"
+
+
 STRATEGY_RULES: dict[str, Rule] = {
     "rebalance": choice("month_end", "week_end", "every_n"),
     "rebalance_every_n": between(1, 10_000),
@@ -59,7 +68,8 @@ STRATEGY_RULES: dict[str, Rule] = {
     "invest_fraction": between(0, 1),
     "initial_cash": between(1, 1e15),
     "commission_bps": between(0, 1000),
-    "sell_tax_bps": between(0, 1000),
+    "sell_tax": _tax_table,
+    "execution": choice("next_open", "close"),
     "slippage_bps": between(0, 1000),
     "core_holdings": _core_holdings,
     "lookbacks": lambda v: None if v and all(x >= 1 for x in v) else "a non-empty list of positive day counts",

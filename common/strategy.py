@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common import config
+from common import config, corporate_actions
 from common.home import Home
 
 NAME = "momentum_topN_v1"
@@ -90,6 +90,47 @@ def warmup_rows(params: Mapping, margin: int = 5) -> int:
     if sell["enabled"]:
         need += [sell["trend_sma_days"], sell["rsi_days"] * 10]
     return int(max(need)) + margin
+
+
+def schedule(days: pd.DatetimeIndex, params: Mapping, sessions: pd.DatetimeIndex | None = None,
+             inception: Any = None) -> np.ndarray:
+    """True on the rebalance days among `days`, judged with `sessions` (the KRX calendar's trading days; default
+    `days` themselves, whose last day then never rebalances since its next session is unknown).
+
+    month_end / week_end: the next session is in another calendar month / Monday-to-Sunday week. every_n: every
+    n-th session counted from `inception` (the portfolio's first session; default the first of `days`)."""
+    sessions = days if sessions is None else pd.DatetimeIndex(sessions)
+    days = pd.DatetimeIndex(days)
+    out = np.zeros(len(days), dtype=bool)
+    if not len(days) or not len(sessions):
+        return out
+    rule = params["rebalance"]
+    pos = sessions.searchsorted(days, side="right")  # the position of each day's next session
+    has_next = pos < len(sessions)
+    nxt = sessions[np.minimum(pos, len(sessions) - 1)]
+    if rule == "month_end":
+        out = has_next & ((nxt.year * 12 + nxt.month).to_numpy() != (days.year * 12 + days.month).to_numpy())
+    elif rule == "week_end":
+        def week(ix: pd.DatetimeIndex) -> np.ndarray:  # 1970-01-01 was a Thursday: +3 starts weeks on Mondays
+            return (ix.values.astype("datetime64[D]").astype(np.int64) + 3) // 7
+
+        out = has_next & (week(nxt) != week(days))
+    elif rule == "every_n":
+        n = int(params["rebalance_every_n"])
+        start = sessions.searchsorted(pd.Timestamp(inception if inception is not None else days[0]))
+        count = sessions.searchsorted(days) - start + 1  # the day's number among the sessions since inception
+        out = (count >= 1) & (count % n == 0)
+    else:
+        raise ValueError(f"rebalance: expected month_end, week_end or every_n, got {rule!r}")
+    return out
+
+
+def next_rebalance(after: Any, params: Mapping, sessions: pd.DatetimeIndex, inception: Any = None) -> Any:
+    """The first rebalance day after `after` among `sessions` (None when the calendar ends first)."""
+    sessions = pd.DatetimeIndex(sessions)
+    ahead = sessions[sessions.searchsorted(pd.Timestamp(after), side="right"):][:400]
+    hit = np.flatnonzero(schedule(ahead, params, sessions, inception))
+    return ahead[hit[0]].date() if len(hit) else None
 
 
 def pick_weight(params: Mapping) -> float:
@@ -199,10 +240,11 @@ def abnormal(close: pd.DataFrame | np.ndarray, daily_limit_pct: float) -> pd.Dat
 
 
 def sell_codes(close: np.ndarray, entry: np.ndarray, trend: np.ndarray | None, rsi_: np.ndarray | None,
-               params: Mapping) -> np.ndarray:
+               params: Mapping, price: np.ndarray | None = None) -> np.ndarray:
     """Sell-rule state codes (rows x held tickers) for non-core holdings; NONE where no rule fires.
-    Priority: CUT_STOPLOSS, SELL_TREND, SELL_RSI. `entry`: entry price per column (NaN: no stop-loss);
-    `trend`/`rsi_`: the matching blocks of the trend SMA and RSI (None: that rule is not checked)."""
+    Priority: CUT_STOPLOSS, SELL_TREND, SELL_RSI. `entry`: entry price per column (NaN: no stop-loss), compared
+    with `price` (the raw closes, in the entry's share basis; default `close`); `trend`/`rsi_`: the matching
+    blocks of the trend SMA and RSI of `close` (None: that rule is not checked)."""
     rules = params["sell_rules"]
     out = np.zeros(close.shape, dtype=np.int8)
     if not rules["enabled"]:
@@ -213,7 +255,7 @@ def sell_codes(close: np.ndarray, entry: np.ndarray, trend: np.ndarray | None, r
         if trend is not None:
             out[close < trend] = SELL_TREND
         stop = np.asarray(entry, dtype=float) * (1 - rules["stop_loss_pct"] / 100)
-        out[close <= stop] = CUT_STOPLOSS
+        out[(close if price is None else price) <= stop] = CUT_STOPLOSS
     return out
 
 
@@ -269,7 +311,11 @@ class Indicators:
     params: dict
     index: pd.DatetimeIndex
     tickers: pd.Index
-    close: np.ndarray                 # rows x tickers, NaN where no row
+    close: np.ndarray                 # split-adjusted closes (rows x tickers), NaN where no price: what rules read
+    price: np.ndarray                 # raw closes, NaN where no row or no price (<= 0): what trades and values use
+    open: np.ndarray | None           # raw opens (NaN where none), or None when the panel has no open field
+    present: np.ndarray               # bool: the ticker has a row that day (absent = not listed or delisted)
+    factor: np.ndarray                # corporate-action factor effective on each row (1.0 where none)
     halted: np.ndarray | None         # bool, or None when the panel has no halted field
     value: np.ndarray | None          # traded value, or None (then the value floor is skipped)
     first_row: np.ndarray             # first row with a close (len(index) when none)
@@ -283,22 +329,35 @@ class Indicators:
 
     @classmethod
     def build(cls, panels: Mapping[str, pd.DataFrame], params: Mapping | None = None, *,
-              base: Mapping | None = None) -> Indicators:
-        """panels: "close" (required), optionally "halted" and "value" (aligned to close). params: overrides
-        merged into `base` (default: the config's strategy) and validated. Raises ValueError when the regime
-        is enabled and its ticker is not in the panel."""
-        p = resolve_params(params, base)
+              base_params: Mapping | None = None) -> Indicators:
+        """panels: "close" (required, raw KRX closes), optionally "open", "base" (KRX's base price: corporate
+        actions), "halted" and "value" (aligned to close). params: overrides merged into `base_params` (default:
+        the config's strategy) and validated. Raises ValueError when the regime is enabled and its ticker is not
+        in the panel."""
+        p = resolve_params(params, base_params)
         close_df = panels["close"]
         if not isinstance(close_df.index, pd.DatetimeIndex):
             raise ValueError("close panel: expected a DatetimeIndex of dates")
-        close = close_df.to_numpy(dtype=np.float64)
-        halted = value = None
+        raw = close_df.to_numpy(dtype=np.float64)
+        present = np.isfinite(raw)
+        with np.errstate(invalid="ignore"):
+            price = np.where(raw > 0, raw, np.nan)  # a close of 0 or below is no price, never a price of 0
+        halted = value = open_ = None
         if panels.get("halted") is not None:
             halted = _aligned(panels["halted"], close_df, False).to_numpy(dtype=bool)
         if panels.get("value") is not None:
             value = _aligned(panels["value"], close_df, np.nan).to_numpy(dtype=np.float64)
+        if panels.get("open") is not None:
+            open_ = _aligned(panels["open"], close_df, np.nan).to_numpy(dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                open_ = np.where(open_ > 0, open_, np.nan)
+        factor = np.ones(raw.shape)
+        if panels.get("base") is not None:
+            factor = corporate_actions.factors(price, _aligned(panels["base"], close_df, np.nan)
+                                               .to_numpy(dtype=np.float64))
+        close = corporate_actions.adjust(price, factor)
         t = len(close)
-        valid = np.isfinite(close)
+        valid = present
         has = valid.any(axis=0)
         first = np.where(has, valid.argmax(axis=0), t)
         last = np.where(has, t - 1 - valid[::-1].argmax(axis=0), -1)
@@ -316,7 +375,8 @@ class Indicators:
             if ticker not in col:
                 raise ValueError(f"regime.ticker {ticker} is not in the panel (disable the regime or load it)")
             regime = regime_on(close[:, col[ticker]], p["regime"]["sma_days"])
-        return cls(params=p, index=close_df.index, tickers=close_df.columns, close=close, halted=halted,
+        return cls(params=p, index=close_df.index, tickers=close_df.columns, close=close, price=price,
+                   open=open_, present=present, factor=factor, halted=halted,
                    value=value, first_row=first, last_row=last,
                    core=np.array([c for c, _ in core], dtype=np.int64),
                    core_weight=np.array([w for _, w in core], dtype=float), regime=regime, notes=notes, _col=col)
@@ -390,7 +450,25 @@ class Indicators:
         if not rules["enabled"] or len(cols) == 0:
             return np.zeros((b - a, len(cols)), dtype=np.int8)
         return sell_codes(self.close[a:b, cols], entry, self.trend_sma(a, b, cols), self.rsi(a, b, cols),
-                          self.params)
+                          self.params, self.price[a:b, cols])
+
+    def tradable(self, a: int, b: int) -> np.ndarray:
+        """Rows a..b-1: a price at the close and not halted."""
+        ok = np.isfinite(self.price[a:b])
+        if self.halted is not None:
+            ok &= ~self.halted[a:b]
+        return ok
+
+    def daily_sells(self, a: int, b: int, cols: np.ndarray, entry: np.ndarray) -> np.ndarray:
+        """The sells of days between rebalances (rows a..b-1, held columns): the sell rules when
+        `sell_rules.daily` is on, never for a core holding, nor on a day the ticker cannot trade."""
+        cols = np.asarray(cols, dtype=np.int64)
+        if not self.params["sell_rules"]["daily"] or not len(cols):
+            return np.zeros((b - a, len(cols)), dtype=np.int8)
+        codes = self.sell_codes(a, b, cols, entry)
+        codes[:, np.isin(cols, self.core)] = NONE
+        codes[~self.tradable(a, b)[:, cols]] = NONE
+        return codes
 
 
 # --- the decision --------------------------------------------------------------------------------------------------
@@ -413,6 +491,7 @@ class Decision:
     replaced_by: np.ndarray  # column of the buy taking a SELL_REPLACE slot, -1 elsewhere
     blocked: np.ndarray      # columns that would have been bought but the regime is OFF
     unknown_holdings: list[str] = field(default_factory=list)
+    rebalance: bool = True   # a rebalance day of the schedule (else only daily sells can happen)
 
     @property
     def date(self) -> pd.Timestamp:
@@ -449,7 +528,7 @@ class Decision:
             "score": None if np.isnan(self.score[j]) else float(self.score[j]),
             "rank": int(self.rank[j]) or None,
             "reason": self._reason(j),
-            "close": None if np.isnan(self.ctx.close[self.row, j]) else float(self.ctx.close[self.row, j]),
+            "close": None if np.isnan(self.ctx.price[self.row, j]) else float(self.ctx.price[self.row, j]),
             "weight": float(self.weight[j]),
         } for j in cols]
         frame = pd.DataFrame(recs, columns=["ticker", "state", "score", "rank", "reason", "close", "weight"])
@@ -469,7 +548,7 @@ class Decision:
     def _reason(self, j: int) -> str:
         p, ctx, i = self.ctx.params, self.ctx, self.row
         s, r, n = int(self.state[j]), int(self.rank[j]), p["top_n"]
-        close = ctx.close[i, j]
+        close = ctx.price[i, j]
         halted = ctx.halted is not None and ctx.halted[i, j]
         is_core = j in set(ctx.core.tolist())
         if s == HOLD_CORE:
@@ -493,6 +572,10 @@ class Decision:
         if s == HOLD:
             if halted:
                 return "halted today: cannot trade, kept"
+            if np.isnan(close):
+                return "no price today: cannot trade, kept at its last close"
+            if not self.rebalance:
+                return "held until the next rebalance" + (f" (rank {r} today)" if r else "")
             if r and r <= n:
                 off = " (regime OFF: not resized)" if self.regime == "OFF" else ""
                 return f"rank {r}, still in the top {n}{off}"
@@ -510,10 +593,12 @@ def _exclusion_texts(p: Mapping) -> list[str]:
             "score undefined (a close in the lookback is missing)"]
 
 
-def decide(ctx: Indicators, i: int, holdings: Mapping[str, float]) -> Decision:
-    """The strategy's decision at the close of row `i` for the portfolio `holdings` ({ticker: entry price};
-    entry price NaN or None when unknown: no stop-loss). Used by the engine on each rebalance day and by the
-    scanner on the scan day."""
+def decide(ctx: Indicators, i: int, holdings: Mapping[str, float], rebalance: bool = True) -> Decision:
+    """The strategy's decision at the close of row `i` for the portfolio `holdings` ({ticker: entry price in
+    the raw closes' share basis; NaN or None when unknown: no stop-loss}). The engine calls it on its event
+    days, the scanner on the scan day. On a rebalance day (`schedule`) it gives entries, exits and replacements;
+    on any other day only the daily sell rules (when `sell_rules.daily` is on), every other holding HOLD or
+    HOLD_CORE with its shares kept."""
     p = ctx.params
     n_tickers = len(ctx.tickers)
     if not -len(ctx.index) <= i < len(ctx.index):
@@ -532,19 +617,18 @@ def decide(ctx: Indicators, i: int, holdings: Mapping[str, float]) -> Decision:
 
     score = ctx.score_at(i)
     code = ctx.filter_codes(i, score)
-    close = ctx.close[i]
-    tradable = np.isfinite(close)
-    if ctx.halted is not None:
-        tradable &= ~ctx.halted[i]
+    tradable = ctx.tradable(i, i + 1)[0]
     is_core = np.zeros(n_tickers, dtype=bool)
     is_core[ctx.core] = True
     state = np.zeros(n_tickers, dtype=np.int8)
+    state[is_core & held] = HOLD_CORE
+    if not rebalance:
+        return _between_rebalances(ctx, i, held, entry, is_core, state, score, code, unknown)
     weight = np.zeros(n_tickers)
 
     # HOLD_CORE: never sold by a rule, bought if not held, held at the configured weight
     core_w = np.zeros(n_tickers)
     core_w[ctx.core] = ctx.core_weight
-    state[is_core & held] = HOLD_CORE
     state[is_core & ~held & tradable] = BUY
     weight[is_core & tradable] = core_w[is_core & tradable]
     weight[is_core & held & ~tradable] = np.nan
@@ -554,9 +638,9 @@ def decide(ctx: Indicators, i: int, holdings: Mapping[str, float]) -> Decision:
     codes = ctx.sell_codes(i, i + 1, sellable, entry[sellable])[0] if len(sellable) else np.zeros(0, np.int8)
     sold = sellable[codes != NONE]
     state[sold] = codes[codes != NONE]
-    locked = held & ~is_core & ~tradable  # keep their slot and their shares
+    locked = held & ~is_core & ~tradable  # halted or no price today: they keep their slot and their shares
     weight[locked] = np.nan
-    state[locked & np.isfinite(close)] = HOLD  # halted; no price at all: left out, listed in `excluded`
+    state[locked] = HOLD
 
     held_free = held & ~is_core & tradable
     held_free[sold] = False
@@ -578,3 +662,22 @@ def decide(ctx: Indicators, i: int, holdings: Mapping[str, float]) -> Decision:
     return Decision(ctx=ctx, row=i, state=state, exclusion=code, score=score, rank=sel["rank"], weight=weight,
                     regime=ctx.regime_state(i), entry=entry, held=held, replaced_by=sel["replaced_by"],
                     blocked=blocked, unknown_holdings=unknown)
+
+
+def _between_rebalances(ctx: Indicators, i: int, held: np.ndarray, entry: np.ndarray, is_core: np.ndarray,
+                        state: np.ndarray, score: np.ndarray, code: np.ndarray, unknown: list[str]) -> Decision:
+    """A day that is not a rebalance day: every holding keeps its shares, but for the daily sell rules."""
+    n_tickers = len(ctx.tickers)
+    weight = np.where(held, np.nan, 0.0)
+    state[held & ~is_core] = HOLD
+    cols = np.flatnonzero(held & ~is_core)
+    codes = ctx.daily_sells(i, i + 1, cols, entry[cols])[0]
+    sold = cols[codes != NONE]
+    state[sold] = codes[codes != NONE]
+    weight[sold] = 0.0
+    cand = np.flatnonzero((code == OK) & ~is_core)
+    rank = np.zeros(n_tickers, dtype=np.int32)
+    rank[cand[np.argsort(-score[cand], kind="stable")]] = np.arange(1, len(cand) + 1)
+    return Decision(ctx=ctx, row=i, state=state, exclusion=code, score=score, rank=rank, weight=weight,
+                    regime=ctx.regime_state(i), entry=entry, held=held, replaced_by=np.full(n_tickers, -1),
+                    blocked=np.array([], dtype=np.int64), unknown_holdings=unknown, rebalance=False)

@@ -27,17 +27,18 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from common import config, log
+from common import calendar, config, log
+from common import store as store_mod
 from common.cli import EXIT_FAILED, EXIT_OK, Parser, parse_date
 from common.home import DEFAULT_CONFIGS, Home
-from common.schemas import UNIVERSES
+from common.schemas import UNIVERSES, request_id
 from common.store import EodStore
 from common.strategy import warmup_rows
 from pc import metrics as mx
 from pc import report
 
 DEFAULT_STRATEGY = "momentum_topN_v1"
-PANEL_FIELDS = ("close", "value", "halted")
+PANEL_FIELDS = ("close", "open", "base", "value", "halted")
 ETF_MARKET = "ETF"
 MIN_REPORTED_ROWS = 60  # a default window shorter than this reports the whole store, warm-up included
 
@@ -114,15 +115,15 @@ def parse_sets(items: Sequence[str], base: Mapping[str, Any] | None = None) -> d
 
 
 def run_backtest(closes: pd.DataFrame, params: Mapping[str, Any], *, strategy: str = DEFAULT_STRATEGY,
-                 is_etf: pd.Series | None = None, progress: Callable[[], None] | None = None) -> Any:
+                 markets: pd.Series | None = None, progress: Callable[[], None] | None = None) -> Any:
     """Run the engine on wide closes (DatetimeIndex rows, ticker columns, NaN where no price) with `params`
-    (possibly partial: the rest comes from the strategy's shipped defaults). Returns the engine's result, whose
-    `.equity` is a Series on the same index."""
-    from pc import engine
+    (possibly partial: the rest comes from the strategy's shipped defaults; a closes-only panel needs
+    `execution: close`). Returns the engine's result, whose `.equity` is a Series on the same index."""
+    from common import engine
 
     full = strategy_params(strategy, params)
     closes = closes.astype(float)
-    return engine.run({"close": closes}, full, is_etf=is_etf, progress=progress)
+    return engine.run({"close": closes}, full, markets=markets, progress=progress)
 
 
 # --- the worker's job ------------------------------------------------------------------------------------------
@@ -174,8 +175,8 @@ def _universe(panels: dict[str, pd.DataFrame], tickers: pd.DataFrame, universe: 
     return {name: frame[cols] for name, frame in panels.items()}
 
 
-def _is_etf(tickers: pd.DataFrame, columns: pd.Index) -> pd.Series:
-    return tickers["market"].reindex(columns).eq(ETF_MARKET).rename("is_etf")
+def _markets(tickers: pd.DataFrame, columns: pd.Index) -> pd.Series:
+    return tickers["market"].reindex(columns).fillna("").rename("market")
 
 
 def run_request(request: Mapping[str, Any], out_dir: Path, home: Home,
@@ -191,7 +192,8 @@ def run_request(request: Mapping[str, Any], out_dir: Path, home: Home,
     store = EodStore.for_home(home)
     first_row, first_day, last_day = _window(store, start, end, warmup_rows(params))
 
-    panels = store.load_panel(PANEL_FIELDS, first_row, last_day)
+    fields = [f for f in PANEL_FIELDS if f in store_mod.PANEL_FIELDS]  # XXX until base lands
+    panels = store.load_panel(fields, first_row, last_day)
     tickers = store.tickers()
     keep = {params["benchmark"], *(h["ticker"] for h in params["core_holdings"])}
     if params["regime"]["enabled"]:
@@ -199,12 +201,12 @@ def run_request(request: Mapping[str, Any], out_dir: Path, home: Home,
     panels = _universe(panels, tickers, request.get("universe", "ALL"), keep)
     if progress is not None:
         progress()
-    from pc import engine  # here, so a refused request is refused before the engine's imports
+    from common import engine  # here, so a refused request is refused before the engine's imports
 
     # rows before the window only warm the indicators up: the book starts in cash on the window's first day
     reported = pd.Timestamp(first_day)
-    run = engine.run(panels, params, is_etf=_is_etf(tickers, panels["close"].columns), start=reported,
-                     progress=progress)
+    run = engine.run(panels, params, markets=_markets(tickers, panels["close"].columns), start=reported,
+                     sessions=calendar.load(home).index, progress=progress)
 
     equity = run.equity.loc[reported:]
     if equity.empty:
@@ -213,7 +215,7 @@ def run_request(request: Mapping[str, Any], out_dir: Path, home: Home,
     bench_ticker = params["benchmark"]
     bench = panels["close"][bench_ticker] if bench_ticker in panels["close"] else None
     m = mx.compute(equity, exposure=run.exposure, trades=trades, benchmark=bench,
-                   benchmark_ticker=bench_ticker)
+                   benchmark_ticker=bench_ticker, initial=params["initial_cash"])
     if progress is not None:
         progress()
     data = {
@@ -252,7 +254,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override a parameter (YAML value; dots nest: filters.enabled=false); repeatable")
     parser.add_argument("--out", type=Path, help="output folder (default: reports/backtests/<id> of the home)")
-    parser.add_argument("--id", help="the result's id (default: from the strategy, window and parameters)")
+    parser.add_argument("--id", help="the result's id (default: the strategy, the window and a hash of the "
+                        "resolved parameters)")
+    parser.add_argument("--force", action="store_true", help="write into an output folder that already exists")
 
 
 def _default_start(store: EodStore, params: Mapping[str, Any]) -> dt.date | None:
@@ -302,11 +306,17 @@ def run(args: argparse.Namespace) -> int:
         universe: Any = args.universe
         if universe not in UNIVERSES:
             universe = [t.strip() for t in universe.split(",") if t.strip()]
-        ident = args.id or (f"{args.strategy}_{start:%Y%m%d}_{end:%Y%m%d}" if start and end else args.strategy)
+        if start is None or end is None:
+            raise BacktestError(f"no data: the store {store.root} is empty; run `krx ingest` first")
+        # the resolved parameters are in the id: two runs differing in one parameter never share a folder
+        ident = args.id or request_id(args.strategy, start, end, params, universe)
         request = {"id": ident, "strategy": args.strategy, "params": overrides, "universe": universe,
                    "start": start.isoformat() if start else None, "end": end.isoformat() if end else None,
                    "requested_by": "cli"}
         out = args.out or home.reports / "backtests" / ident
+        if Path(out).exists() and not args.force:
+            raise BacktestError(f"{out} already exists (a result of the same strategy, window and parameters, or "
+                                "another --out): nothing was overwritten; --force runs it again into it")
         with _Progress() as progress:
             result = run_request(request, out, home, progress=progress)
     except Exception as exc:  # noqa: BLE001 - one clear line and exit 3, whatever failed

@@ -248,12 +248,24 @@ def benchmark_stats(prices: pd.Series | None, equity: pd.Series, ticker: str | N
 # --- everything at once --------------------------------------------------------------------------------------
 
 
-def compute(equity: pd.Series, *, exposure: pd.Series | None = None, trades: pd.DataFrame | None = None,
-            benchmark: pd.Series | None = None, benchmark_ticker: str | None = None) -> dict[str, Any]:
-    """The metrics block of backtest_result/1, JSON-safe, from the reported rows' equity and trades."""
+def opened(equity: pd.Series, initial: float | None) -> pd.Series:
+    """The curve measured from the initial cash: when the first row already paid for trades (a window that
+    starts on a rebalance day with same-close fills), the cash before them is the opening point, the day before."""
     eq = _clean(equity)
-    if eq.empty:
+    if initial is None or eq.empty or eq.iloc[0] == initial:
+        return eq
+    return pd.concat([pd.Series([float(initial)], index=[eq.index[0] - pd.Timedelta(days=1)]), eq])
+
+
+def compute(equity: pd.Series, *, exposure: pd.Series | None = None, trades: pd.DataFrame | None = None,
+            benchmark: pd.Series | None = None, benchmark_ticker: str | None = None,
+            initial: float | None = None) -> dict[str, Any]:
+    """The metrics block of backtest_result/1, JSON-safe, from the reported rows' equity and trades; returns
+    are measured from `initial` (the initial cash) when given."""
+    rows = _clean(equity)
+    if rows.empty:
         raise ValueError("an empty equity curve has no metrics")
+    eq = opened(rows, initial)
     t_annual, t_total = turnover(trades, eq)
     trips = round_trips(trades)
     bench = benchmark_stats(benchmark, eq, benchmark_ticker)
@@ -276,9 +288,10 @@ def compute(equity: pd.Series, *, exposure: pd.Series | None = None, trades: pd.
             "avg_return": _num(trips["return"].mean()) if len(trips) else None,
         },
         "trades": int(len(trades)) if trades is not None else 0,
-        "exposure": _num(pd.Series(exposure, dtype=float).reindex(eq.index).mean()) if exposure is not None else None,
+        "exposure": _num(pd.Series(exposure, dtype=float).reindex(rows.index).mean()) if exposure is not None
+        else None,
         "costs": costs(trades),
-        "days": int(len(eq)),
+        "days": int(len(rows)),
         "years": _num(years(eq.index)),
         "by_year": by_year(eq, benchmark_curve(benchmark, eq) if benchmark is not None else None),
         "benchmark": bench,

@@ -181,6 +181,12 @@ def _money(x: float, _pos: Any = None) -> str:
     return f"{x:,.0f}"
 
 
+def _shares(x: Any) -> str:
+    """12,431 for whole shares; fractional shares (fractional_shares: true) keep four decimals."""
+    x = float(x)
+    return f"{x:,.0f}" if x == int(x) else f"{x:,.4f}"
+
+
 def _pct(x: Any, sign: bool = True) -> str:
     if x is None:
         return "n/a"
@@ -252,7 +258,7 @@ def render_html(result: Mapping[str, Any], frame: pd.DataFrame, positions: pd.Da
         year_rows.append(row)
     holdings = ""
     if positions is not None and len(positions):
-        rows = [[(str(p.get("ticker", "")), ""), (f"{p.get('shares', 0):,.4g}", ""),
+        rows = [[(str(p.get("ticker", "")), ""), (_shares(p.get("shares", 0)), ""),
                  (str(p.get("entry_date", ""))[:10], ""), (f"{p.get('entry_price', 0):,.0f}", "")]
                 for p in positions.to_dict("records")]
         holdings = "<h2>Holdings at the end</h2>" + _table(["Ticker", "Shares", "Entry date", "Entry price"], rows)
@@ -280,7 +286,8 @@ tickers · status {html.escape(result['status'])} · id {html.escape(result['id'
 <h2>Run</h2>{_table(["", ""], data_rows)}
 <details><summary>Parameters</summary><pre>{html.escape(params)}</pre></details>
 <footer>{html.escape(SCHEMA)} · returns are simple daily returns, 252 days a year, risk-free 0 · MDD from the
-running peak · turnover two-sided per year · win rate over closed round trips</footer>
+running peak · turnover two-sided per year · win rate over closed round trips · signals read split-adjusted
+prices, holdings are real shares at raw prices · dividends are not modelled</footer>
 </body></html>
 """
 

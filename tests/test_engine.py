@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pc import engine
+from common import engine, strategy
 
 QUIET = {"filters": {"enabled": False}, "regime": {"enabled": False}, "sell_rules": {"enabled": False},
-         "core_holdings": [], "commission_bps": 0, "sell_tax_bps": 0, "slippage_bps": 0,
+         "core_holdings": [], "commission_bps": 0, "sell_tax": [], "slippage_bps": 0, "execution": "close",
          "fractional_shares": True, "initial_cash": 1_000_000, "lookbacks": [1], "weights": [1.0]}
 
 
@@ -34,15 +34,16 @@ COST_CLOSES = frame({
     "E": [100, 105, 200, 210, 210, 210],   # second on rows 1 and 3; doubled, so row 3 trims it (an ETF)
     "B": [100, 100, 100, 130, 130, 130],   # best on row 3
 }, COST_INDEX)
-COSTS = params(top_n=2, rebalance="every_n", rebalance_every_n=2, commission_bps=10, sell_tax_bps=23,
-               slippage_bps=5)
+COSTS = params(top_n=2, rebalance="every_n", rebalance_every_n=2, commission_bps=10,
+               sell_tax=[{"from": "2000-01-01", "KOSPI": 23.0}], slippage_bps=5)
+MARKETS = pd.Series({"A": "KOSPI", "E": "ETF", "B": "KOSPI"})
 
 
 def test_costs_commission_tax_slippage_and_etf_exemption():
-    r = engine.run({"close": COST_CLOSES}, COSTS, is_etf=pd.Series({"E": True}))
+    r = engine.run({"close": COST_CLOSES}, COSTS, markets=MARKETS)
     t = r.trades
     assert list(t.columns) == engine.TRADE_COLUMNS
-    assert list(r.rebalances) == [COST_INDEX[1], COST_INDEX[3]]
+    assert list(r.rebalances) == [COST_INDEX[1], COST_INDEX[3], COST_INDEX[5]]
     day3 = t[t.date == COST_INDEX[3]].set_index("ticker")
     assert day3.loc["A", "side"] == "SELL" and day3.loc["A", "reason"] == "SELL_REPLACE"
     assert day3.loc["E", "side"] == "SELL" and day3.loc["E", "reason"] == "HOLD"
@@ -60,7 +61,7 @@ def test_costs_commission_tax_slippage_and_etf_exemption():
     # equity between rebalances: cash + fixed shares x closes
     shares = t[t.date == COST_INDEX[1]].set_index("ticker")["shares"]
     assert r.equity[COST_INDEX[2]] == pytest.approx(r.cash[COST_INDEX[1]] + (shares * COST_CLOSES.iloc[2]).sum())
-    # without is_etf the ETF's trim pays the tax like a stock
+    # without markets the ETF's trim pays the tax like a stock
     taxed = engine.run({"close": COST_CLOSES}, COSTS).trades
     e_sell = taxed[(taxed.date == COST_INDEX[3]) & (taxed.ticker == "E")].iloc[0]
     assert e_sell.tax == pytest.approx(e_sell.value * 0.0023)
@@ -84,7 +85,7 @@ def test_whole_shares_by_default_leftover_stays_in_cash():
 @pytest.mark.parametrize("fractional", [True, False])
 def test_cash_never_negative_when_buys_and_costs_exceed_it(fractional):
     p = params(top_n=2, rebalance="every_n", rebalance_every_n=2, invest_fraction=1.0, commission_bps=100,
-               slippage_bps=100, sell_tax_bps=30, fractional_shares=fractional)
+               slippage_bps=100, sell_tax=[{"from": "2000-01-01", "KOSPI": 30.0}], fractional_shares=fractional)
     r = engine.run({"close": COST_CLOSES * 1.3}, p)
     assert r.cash.min() >= 0
     assert r.cash[COST_INDEX[1]] < 0.01 * 1_000_000  # the buys were scaled down, not skipped
@@ -110,20 +111,25 @@ def quarter(delist_on: str | None = None) -> pd.DataFrame:
     return closes
 
 
-def test_delisted_holding_is_sold_at_its_last_close_on_its_last_day():
+def test_delisted_holding_is_sold_at_its_last_close_on_the_first_day_it_is_absent():
     closes = quarter(delist_on="2024-02-14")
     r = engine.run({"close": closes}, params(top_n=1, commission_bps=10))
     assert r.trades.iloc[0][["ticker", "side", "reason"]].tolist() == ["D", "BUY", "BUY"]
     sale = r.trades[(r.trades.ticker == "D") & (r.trades.side == "SELL")]
     assert len(sale) == 1
     sale = sale.iloc[0]
-    assert sale.date == pd.Timestamp("2024-02-14") and sale.reason == "DELISTED"
+    # nothing looks ahead: on its last day D is still held; the next session shows it absent
+    assert sale.date == pd.Timestamp("2024-02-15") and sale.reason == "DELISTED"
     assert sale.price == closes.loc["2024-02-14", "D"]
     assert sale.shares == r.trades.iloc[0].shares
+    assert r.exposure["2024-02-14"] > 0.9
     assert r.equity.notna().all() and r.cash.min() >= 0
-    after = r.equity["2024-02-15":"2024-02-28"]
-    assert (after == r.cash["2024-02-14"]).all()  # all cash until the next rebalance
-    assert r.exposure["2024-02-15"] == 0.0
+    after = r.equity["2024-02-16":"2024-02-28"]
+    assert (after == r.cash["2024-02-15"]).all()  # all cash until the next rebalance
+    assert r.exposure["2024-02-16"] == 0.0
+    # the same panel cut at D's last day decides exactly the same up to it
+    cut = engine.run({"close": closes[:"2024-02-14"]}, params(top_n=1, commission_bps=10))
+    pd.testing.assert_series_equal(cut.equity, r.equity[:"2024-02-14"])
 
 
 def test_halted_holding_cannot_trade_and_is_kept():
@@ -148,13 +154,25 @@ def test_halted_holding_cannot_trade_and_is_kept():
 
 def test_rebalance_schedules():
     days = pd.bdate_range("2024-03-25", "2024-04-12").drop(pd.Timestamp("2024-03-29"))  # a Friday holiday
-    names = lambda rows: [str(days[i].date()) for i in rows]  # noqa: E731
-    assert names(engine.rebalance_rows(days, "month_end")) == ["2024-03-28"]
-    assert names(engine.rebalance_rows(days, "week_end")) == ["2024-03-28", "2024-04-05"]  # 04-12: the last row
-    assert list(engine.rebalance_rows(days, "every_n", 3)) == [2, 5, 8, 11]
-    assert list(engine.rebalance_rows(days[:3], "every_n", 3)) == []  # the last row never rebalances
+
+    def names(rule: str, sessions=None, inception=None, n: int = 3) -> list[str]:
+        mask = strategy.schedule(days, {"rebalance": rule, "rebalance_every_n": n}, sessions, inception)
+        return [str(d.date()) for d in days[mask]]
+
+    assert names("month_end") == ["2024-03-28"]
+    assert names("week_end") == ["2024-03-28", "2024-04-05"]  # 04-12: the last row, its next session unknown
+    # with the calendar's sessions the last row is judged too
+    assert names("week_end", sessions=days.append(pd.DatetimeIndex(["2024-04-15"]))) == [
+        "2024-03-28", "2024-04-05", "2024-04-12"]
+    # a panel that ends on the month's last session: the calendar knows it is one
+    short = days[:4]
+    assert not strategy.schedule(short, {"rebalance": "month_end"}).any()
+    assert list(short[strategy.schedule(short, {"rebalance": "month_end"}, days)]) == [pd.Timestamp("2024-03-28")]
+    assert names("every_n") == ["2024-03-27", "2024-04-02", "2024-04-05", "2024-04-10"]
+    # every_n counts from the portfolio's first session, whatever the panel's first row
+    assert names("every_n", inception="2024-03-27") == ["2024-04-01", "2024-04-04", "2024-04-09", "2024-04-12"]
     with pytest.raises(ValueError):
-        engine.rebalance_rows(days, "daily")
+        names("daily")
 
 
 def test_engine_trades_only_on_the_schedule_and_reports_progress():
@@ -238,8 +256,10 @@ def test_full_default_strategy_runs_on_the_sample_market_shape():
     cols = [f"{k:06d}" for k in range(1, n)] + ["069500"]
     closes = pd.DataFrame(close, index=index, columns=cols)
     value = pd.DataFrame(2e9, index=index, columns=cols)
-    r = engine.run({"close": closes, "value": value}, {"core_holdings": [{"ticker": "069500", "weight": 0.2}]},
-                   is_etf=pd.Series({"069500": True}))
+    opens = closes.shift(1).fillna(closes) * 1.001
+    r = engine.run({"close": closes, "open": opens, "value": value},
+                   {"core_holdings": [{"ticker": "069500", "weight": 0.2}]},
+                   markets=pd.Series({"069500": "ETF"}))
     assert r.params["lookbacks"] == [21, 63, 126] and r.params["fractional_shares"] is False
     assert r.cash.min() >= 0 and r.equity.notna().all()
     assert (r.trades.shares == np.floor(r.trades.shares)).all()
@@ -250,9 +270,10 @@ def test_full_default_strategy_runs_on_the_sample_market_shape():
 
 def test_rows_before_start_only_warm_up():
     # with a start, the first rebalance days only feed the indicators: the book stays in cash until then
-    full = engine.run({"close": COST_CLOSES}, COSTS, is_etf=pd.Series({"E": True}))
-    late = engine.run({"close": COST_CLOSES}, COSTS, is_etf=pd.Series({"E": True}), start=COST_INDEX[2])
-    assert list(full.rebalances) == [COST_INDEX[1], COST_INDEX[3]]
-    assert list(late.rebalances) == [COST_INDEX[3]]
+    full = engine.run({"close": COST_CLOSES}, COSTS, markets=MARKETS)
+    late = engine.run({"close": COST_CLOSES}, COSTS, markets=MARKETS, start=COST_INDEX[2])
+    assert list(full.rebalances) == [COST_INDEX[1], COST_INDEX[3], COST_INDEX[5]]
+    assert list(late.rebalances) == [COST_INDEX[3], COST_INDEX[5]]  # every_n counts from the book's first day
     assert (late.equity[:COST_INDEX[3]].iloc[:-1] == 1_000_000).all()
-    assert late.trades["date"].min() == COST_INDEX[3] and (late.trades["side"] == "BUY").all()
+    first = late.trades[late.trades["date"] == late.trades["date"].min()]
+    assert first["date"].iloc[0] == COST_INDEX[3] and (first["side"] == "BUY").all()

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pc import engine
+from common import engine
 
 PARAMS = {"lookbacks": [60], "weights": [1.0], "top_n": 20, "rebalance": "month_end",
-          "invest_fraction": 0.99, "commission_bps": 25, "sell_tax_bps": 0, "slippage_bps": 0,
+          "invest_fraction": 0.99, "commission_bps": 25, "sell_tax": [], "slippage_bps": 0, "execution": "close",
           "fractional_shares": True, "initial_cash": 100000000,
           "filters": {"enabled": False}, "regime": {"enabled": False},
           "core_holdings": [], "sell_rules": {"enabled": False}}
@@ -44,19 +44,23 @@ def synthetic_closes(seed: int = 7, days: int = 520, tickers: int = 80) -> pd.Da
 
 
 def reference_equity(closes: pd.DataFrame, p: dict) -> np.ndarray:
-    """Issue 3's parity definition in plain numpy, plus the engine's delisting rule: a holding whose last close
-    is before the panel's end is sold at that close, paying commission."""
+    """Issue 3's parity definition in plain numpy, plus the engine's delisting rule: a holding absent from a
+    day's data is sold that day at its last close, paying commission, before anything else happens that day."""
     c = closes.to_numpy()
     n_days, n = c.shape
     month = closes.index.year * 12 + closes.index.month
     lookback, top_n, frac = p["lookbacks"][0], p["top_n"], p["invest_fraction"]
     comm = p["commission_bps"] / 10_000
-    last = np.array([np.flatnonzero(np.isfinite(c[:, j]))[-1] for j in range(n)])
     cash = float(p["initial_cash"])
     shares = np.zeros(n)
+    last_px = np.full(n, np.nan)
     equity = np.empty(n_days)
     for t in range(n_days):
         px = c[t]
+        for j in np.flatnonzero(shares != 0):
+            if np.isnan(px[j]):
+                cash += shares[j] * last_px[j] * (1 - comm)
+                shares[j] = 0.0
         held = shares != 0
         if t < n_days - 1 and month[t + 1] != month[t]:
             value = cash + np.sum(shares[held] * px[held])
@@ -71,11 +75,8 @@ def reference_equity(closes: pd.DataFrame, p: dict) -> np.ndarray:
                 shares = np.zeros(n)
                 shares[picks] = target[picks] / px[picks]
                 cash = value - target.sum() - fee
-        for j in np.flatnonzero(shares != 0):
-            if last[j] == t and t < n_days - 1:
-                cash += shares[j] * px[j] * (1 - comm)
-                shares[j] = 0.0
         held = shares != 0
+        last_px[held] = px[held]
         equity[t] = cash + np.sum(shares[held] * px[held])
     return equity
 
