@@ -16,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from common import calendar
+import pandas as pd
+
+from common import calendar, config, strategy
 from common.home import Home
 
 SYNC_DIR = "demo_sync"  # the demo's stand-in for the NAS share the results are pushed to
@@ -41,6 +43,14 @@ def _step(title: str, *args: str, home: Home, ok: tuple[int, ...] = (0,)) -> int
     return rc
 
 
+def _last_rebalance(home: Home, day: dt.date) -> dt.date:
+    """The strategy's last rebalance day before `day` (its schedule on the KRX calendar)."""
+    cal = calendar.load(home)
+    params = config.load("strategies", home, env={**os.environ, **DEMO_ENV})["strategies"][strategy.NAME]
+    recent = cal.index[(cal.index < pd.Timestamp(day)) & (cal.index >= pd.Timestamp(day - dt.timedelta(days=70)))]
+    return recent[strategy.schedule(recent, params, cal.index)][-1].date()
+
+
 def _latest_result(home: Home) -> Path | None:
     results = sorted(home.queue("done").glob("*/result.json"), key=lambda p: p.stat().st_mtime)
     return results[-1] if results else None
@@ -54,9 +64,10 @@ def run(args: argparse.Namespace) -> int:
     print("\n(demo settings, from the environment: " + ", ".join(f"{k}={v}" for k, v in DEMO_ENV.items()) + ")")
     _step("2. Ingest end-of-day prices from the embedded sample market (incremental)", "ingest", "--source", "sample",
           "--end", day.isoformat(), home=home)
-    before = calendar.load(home).previous_trading_day(day - dt.timedelta(days=1))
-    _step(f"3. Yesterday's scan ({before}), applied: the model portfolio today's cycle starts from",
-          "scan", "--date", before.isoformat(), "--apply", home=home)
+    start = _last_rebalance(home, day)
+    _step(f"3. A new model portfolio from the last rebalance day ({start}): its picks fill at the next open, and "
+          "today's cycle carries it on (a rerun of the demo starts it again: same alert)",
+          "scan", "--date", start.isoformat(), "--apply", "--reset", home=home)
     _step(f"4. The NAS's daily ops cycle for {day}: preflight, safety checks, ingest, scan, alert, request",
           "ops", "cycle", "--date", day.isoformat(), home=home)
     _step("5. The PC worker: claim the pending request, run the backtest, write reports/done/<id>/",

@@ -35,7 +35,7 @@ SCAN_SCHEMA = "scan_result/1"
 OUTBOX_SCHEMA = "alert_outbox/1"
 SIGNALS_RE = re.compile(r"^signals_(\d{8})\.json$")
 REGIMES = ("ON", "OFF", "DISABLED")
-SELL_STATES = ("SELL_TREND", "SELL_RSI", "SELL_REPLACE", "CUT_STOPLOSS")
+SELL_STATES = ("SELL_TREND", "SELL_RSI", "SELL_REPLACE", "CUT_STOPLOSS", "DELISTED")
 STATES = ("BUY", "HOLD", "HOLD_CORE", *SELL_STATES)
 # (title, states) in the order a reader acts on them
 SECTIONS = (("BUY", ("BUY",)), ("SELL", SELL_STATES), ("HOLD_CORE", ("HOLD_CORE",)), ("HOLD", ("HOLD",)))
@@ -164,9 +164,12 @@ def _line(row: dict, show_state: bool) -> tuple[str, str]:
     """(plain, mrkdwn) line of one row."""
     state = f"[{row['state']}] " if show_state else ""
     rank = f" #{row['rank']}" if row.get("rank") is not None else ""
-    plain = f"  - {state}{row['name']} ({row['ticker']}) score {_score(row['score'])}{rank} — {row['reason']}"
+    order = row.get("order")
+    todo = f" — {'buy' if order > 0 else 'sell'} {abs(order):,.0f} shares at the open" if order else ""
+    plain = (f"  - {state}{row['name']} ({row['ticker']}) score {_score(row['score'])}{rank} — {row['reason']}"
+             f"{todo}")
     md = (f"• {slack.escape(state)}*{slack.escape(row['name'])}* ({slack.escape(row['ticker'])}) "
-          f"score `{_score(row['score'])}`{rank} — {slack.escape(row['reason'])}")
+          f"score `{_score(row['score'])}`{rank} — {slack.escape(row['reason'])}{slack.escape(todo)}")
     return plain, md
 
 
@@ -181,6 +184,10 @@ def render(scan: dict) -> Alert:
     title = f"KRX alert {asof.isoformat()}" + (f" (for {nxt})" if nxt else "")
     facts = (f"regime {_regime_text(scan['regime'])} · universe {scan['universe_size']:,} · "
              f"candidates after filters {scan['after_filters']:,} · strategy {scan['strategy']}")
+    if "rebalance_day" in scan:
+        when = "today is a rebalance day" if scan["rebalance_day"] else "no rebalance today"
+        nxt_reb = scan.get("next_rebalance")
+        facts += f" · {when}" + (f", next rebalance {nxt_reb}" if nxt_reb else "")
     plain = [title, facts]
     blocks = [slack.header(title), slack.context(slack.escape(facts))]
     rows = sorted(scan["rows"], key=lambda r: (r.get("rank") is None, r.get("rank") or 0, r["ticker"]))

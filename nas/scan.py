@@ -1,6 +1,9 @@
-"""`krx scan`: the strategy's decision for the day against the model portfolio -> reports/signals/.
+"""`krx scan`: the strategy's day against the model portfolio -> reports/signals/ (and, with --apply, the
+model portfolio in state/portfolio.json).
 
-The decision is `common.strategy.decide`, the same function the backtest engine calls on each rebalance day.
+The model portfolio is a saved `common.book.Book`; the scan steps it with `common.engine.run` through every
+session since its last day, the very loop the backtest runs, so following the applied alerts reproduces the
+backtest's trades. The day's decision is `common.strategy.decide`; orders fill at the next session's open.
 """
 
 from __future__ import annotations
@@ -13,15 +16,19 @@ import math
 import time
 from pathlib import Path
 
-from common import atomic, calendar, config, events, log, strategy
+import pandas as pd
+
+from common import atomic, book, calendar, config, engine, events, log, strategy
+from common import store as store_mod
 from common.cli import EXIT_FAILED, EXIT_OK, parse_date
 from common.home import Home
 from common.store import EodStore, StoreError
 
 _log = log.get("scan")
 SCHEMA = "scan_result/1"
-PORTFOLIO_SCHEMA = "portfolio/1"
 SHOWN = 15  # tickers named in one summary log line
+PANEL_FIELDS = ("close", "open", "base", "halted", "value")
+store_fields = store_mod.PANEL_FIELDS  # XXX until base lands
 
 
 class ScanError(RuntimeError):
@@ -35,53 +42,52 @@ def portfolio_path(home: Home) -> Path:
     return home.state / "portfolio.json"
 
 
-def load_portfolio(home: Home) -> dict:
-    """state/portfolio.json: {schema, asof, positions: [{ticker, entry_date, entry_price, shares}]}; empty when
-    the file does not exist. An unreadable file is an error, never an empty portfolio: a scan against the
-    wrong holdings would alert wrong sells."""
+def load_portfolio(home: Home) -> dict | None:
+    """state/portfolio.json: the saved book (common.book, schema portfolio/2) plus `before`, the book as it was
+    before its last day was applied; None when there is none. An unreadable file is an error, never an empty
+    portfolio: a scan against the wrong holdings would alert wrong sells."""
     path = portfolio_path(home)
     if not path.exists():
-        return {"schema": PORTFOLIO_SCHEMA, "asof": None, "positions": []}
+        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ScanError(f"{path}: unreadable ({exc}); fix or remove it (an empty portfolio holds nothing)") from None
-    if not isinstance(data, dict) or not isinstance(data.get("positions"), list):
-        raise ScanError(f"{path}: positions: expected a list of {{ticker, entry_date, entry_price, shares}}")
-    for key in ("positions", "before"):
-        for k, pos in enumerate(data.get(key) or []):
-            ok = (isinstance(pos, dict) and isinstance(pos.get("ticker"), str) and len(pos["ticker"]) == 6
-                  and isinstance(pos.get("entry_price"), (int, float)) and pos["entry_price"] > 0
-                  and isinstance(pos.get("shares"), (int, float)) and pos["shares"] >= 0)
-            if not ok:
-                raise ScanError(f"{path}: {key}[{k}]: expected {{ticker: 6-char str, entry_date, entry_price > 0, "
-                                f"shares >= 0}}, got {pos!r:.120}")
+        raise ScanError(f"{path}: unreadable ({exc}); fix it, or start a new model portfolio with "
+                        "`krx scan --apply --reset`") from None
+    try:
+        book.check_state(data, str(path))
+        if data.get("before") is not None:
+            book.check_state(data["before"], f"{path}: before")
+    except book.BookStateError as exc:
+        raise ScanError(str(exc)) from None
     return data
 
 
-def holdings_for(portfolio: dict, asof: dt.date) -> list[dict]:
-    """The positions a scan of `asof` starts from: a portfolio already updated by that day's scan keeps the
-    positions it had before it, so scanning (and applying) the same day again gives the same answer."""
-    if portfolio.get("asof") == asof.isoformat() and isinstance(portfolio.get("before"), list):
-        return portfolio["before"]
-    return portfolio["positions"]
+def book_for(portfolio: dict | None, asof: dt.date) -> dict | None:
+    """The saved book a scan of `asof` continues: the portfolio, or for its own day again the book before that
+    day (so scanning and applying the same day twice gives the same answer). Never a portfolio from the future:
+    the model portfolio does not move back in time."""
+    if portfolio is None:
+        return None
+    held = dt.date.fromisoformat(portfolio["asof"])
+    if held == asof:
+        return portfolio.get("before")
+    if held > asof:
+        raise ScanError(f"the model portfolio is already at {held}; scanning {asof} would move it back in time. "
+                        f"`krx scan --date {asof} --reset` scans {asof} from cash (with --apply it starts a new "
+                        f"model portfolio there; the current one is kept as a backup in state/)")
+    return {k: v for k, v in portfolio.items() if k != "before"}
 
 
-def apply_scan(portfolio: dict, scan: dict, capital: float) -> dict:
-    """The model portfolio after acting on a scan: sells leave, buys enter at the day's close with the shares
-    their target weight of `capital` buys, holds stay as they are. The positions before it are kept too."""
-    before = holdings_for(portfolio, dt.date.fromisoformat(scan["asof"]))
-    held = {p["ticker"]: p for p in before}
-    for row in scan["rows"]:
-        t = row["ticker"]
-        if row["state"] in strategy.STATES and row["state"].startswith(("SELL_", "CUT_")):
-            held.pop(t, None)
-        elif row["state"] == "BUY" and t not in held and row["close"]:
-            weight = row.get("weight") or 0.0
-            held[t] = {"ticker": t, "entry_date": scan["asof"], "entry_price": row["close"],
-                       "shares": math.floor(weight * capital / row["close"]) if weight > 0 else 0}
-    return {"schema": PORTFOLIO_SCHEMA, "asof": scan["asof"],
-            "positions": sorted(held.values(), key=lambda p: p["ticker"]), "before": before}
+def save_portfolio(home: Home, state: dict, before: dict | None, reset: bool) -> Path:
+    """Write the applied book; a reset first keeps the replaced portfolio as state/portfolio_<asof>_replaced.json."""
+    path = portfolio_path(home)
+    if reset and path.exists():
+        old = load_portfolio(home)
+        keep = home.state / f"portfolio_{(old or {}).get('asof', 'unknown')}_replaced.json"
+        atomic.write_json(keep, old)
+    atomic.write_json(path, {**state, "before": before})
+    return path
 
 
 # --- the scan --------------------------------------------------------------------------------------------------
@@ -106,35 +112,33 @@ def resolve_day(store: EodStore, cal: calendar.TradingCalendar, day: dt.date | N
     return asof, cal.next_trading_day(day)
 
 
-def scan(home: Home, day: dt.date | None = None) -> dict:
-    """Run the strategy's decision for `day` against the model portfolio; return the scan_result/1 dict."""
+def scan(home: Home, day: dt.date | None = None, *, reset: bool = False) -> tuple[dict, dict, dict | None]:
+    """The strategy's day against the model portfolio: the engine steps the saved book through every session
+    since its last day up to `day` (fills at the open, corporate actions, delistings, decisions), exactly as the
+    backtest steps its book. Returns (the scan_result/1 dict, the book after the day, the book before it)."""
     store = EodStore.for_home(home)
     cal = calendar.load(home)
     asof, next_day = resolve_day(store, cal, day)
     params = strategy.default_params(home)
+    before = None if reset else book_for(load_portfolio(home), asof)
+    begin = cal.next_trading_day(dt.date.fromisoformat(before["asof"])) if before else asof
     # calendar days that surely cover the trading rows the indicators need
-    start = asof - dt.timedelta(days=int(strategy.warmup_rows(params) * 1.5) + 30)
-    panels = store.load_panel(["close", "halted", "value"], start=start, end=asof)
-    ctx = strategy.Indicators.build(panels, params)
-    portfolio = load_portfolio(home)
-    holdings = {p["ticker"]: p["entry_price"] for p in holdings_for(portfolio, asof)}
-    decision = strategy.decide(ctx, ctx.row(asof), holdings)
-
-    names = store.tickers()["name"].to_dict()
-    states = decision.states.reset_index()
-    rows = [{
-        "ticker": r.ticker, "name": names.get(r.ticker, r.ticker), "state": r.state,
-        "score": None if r.score is None or math.isnan(r.score) else round(float(r.score), 6),
-        "rank": None if r.rank is None or (isinstance(r.rank, float) and math.isnan(r.rank)) else int(r.rank),
-        "reason": r.reason, "close": None if r.close is None or math.isnan(r.close) else float(r.close),
-        "weight": None if math.isnan(r.weight) else round(float(r.weight), 6),
-    } for r in states.itertuples(index=False)]
+    start = begin - dt.timedelta(days=int(strategy.warmup_rows(params) * 1.5) + 30)
+    panels = store.load_panel([f for f in PANEL_FIELDS if f in store_fields], start=start, end=asof)
+    tickers = store.tickers()
+    markets = tickers["market"].reindex(panels["close"].columns).fillna("")
+    run = engine.run(panels, params, markets=markets, start=pd.Timestamp(begin), sessions=cal.index,
+                     book_state=before)
+    state = run.book.to_state(asof)
+    decision = run.decision
+    names = tickers["name"].to_dict()
+    trades = run.trades[run.trades["date"] == pd.Timestamp(asof)] if len(run.trades) else run.trades
+    rows = _rows(decision, names, run.book, trades)
     excluded = decision.excluded.reset_index()
     _log_exclusions(excluded, asof)
-    if decision.unknown_holdings:
-        log.event(_log, "SCAN_UNKNOWN_HOLDING", f"held but not in the store on {asof}: "
-                  f"{', '.join(decision.unknown_holdings)}", level=logging.WARNING)
-    return {
+    inception = dt.date.fromisoformat(state["inception"])
+    nxt = strategy.next_rebalance(asof, params, cal.index, inception)
+    result = {
         "schema": SCHEMA,
         "strategy": strategy.NAME,
         "asof": asof.isoformat(),
@@ -142,16 +146,50 @@ def scan(home: Home, day: dt.date | None = None) -> dict:
         "generated_at": log.now().isoformat(timespec="seconds"),
         "correlation_id": events.correlation_id(asof, strategy.NAME),
         "regime": decision.regime,
+        "rebalance_day": decision.rebalance,
+        "next_rebalance": nxt.isoformat() if nxt else None,
+        "execution": params["execution"],
         "universe_size": decision.universe_size,
         "after_filters": decision.after_filters,
         "top_n": params["top_n"],
         "core_holdings": [h["ticker"] for h in params["core_holdings"]],
         "rows": rows,
-        "blocked_by_regime": [str(ctx.tickers[j]) for j in decision.blocked],
+        "fills": [{"ticker": t.ticker, "name": names.get(t.ticker, t.ticker), "side": t.side,
+                   "shares": float(t.shares), "price": float(t.price), "reason": t.reason}
+                  for t in trades.itertuples(index=False)],
+        "orders": [{"ticker": o["ticker"], "name": names.get(o["ticker"], o["ticker"]), "target_shares": o["shares"],
+                    "reason": o["reason"]} for o in state["pending"]],
+        "portfolio": {"cash": state["cash"], "equity": state["equity"], "positions": len(state["positions"]),
+                      "inception": state["inception"]},
+        "blocked_by_regime": [str(decision.ctx.tickers[j]) for j in decision.blocked],
         "excluded": [{"ticker": r.ticker, "code": r.code, "reason": r.reason}
                      for r in excluded.itertuples(index=False)],
-        "notes": ctx.notes,
+        "notes": decision.ctx.notes,
     }
+    return result, state, before
+
+
+def _rows(decision: strategy.Decision, names: dict, held: book.Book, trades: pd.DataFrame) -> list[dict]:
+    """One row per ticker with a state, and one per holding sold today because it left the market data."""
+    shares = dict(zip(held.tickers, held.shares, strict=True))
+    orders = {held.tickers[j]: q for j, (q, _) in held.pending.items()}
+    rows = []
+    for r in decision.states.reset_index().itertuples(index=False):
+        now = float(shares.get(r.ticker, 0.0))
+        rows.append({
+            "ticker": r.ticker, "name": names.get(r.ticker, r.ticker), "state": r.state,
+            "score": None if r.score is None or math.isnan(r.score) else round(float(r.score), 6),
+            "rank": None if r.rank is None or (isinstance(r.rank, float) and math.isnan(r.rank)) else int(r.rank),
+            "reason": r.reason, "close": None if r.close is None or math.isnan(r.close) else float(r.close),
+            "weight": None if math.isnan(r.weight) else round(float(r.weight), 6),
+            "shares": now, "order": float(orders[r.ticker] - now) if r.ticker in orders else None,
+        })
+    for t in trades[trades["reason"] == book.DELISTED].itertuples(index=False):
+        rows.append({"ticker": t.ticker, "name": names.get(t.ticker, t.ticker), "state": book.DELISTED,
+                     "score": None, "rank": None, "close": float(t.price), "weight": 0.0, "shares": 0.0,
+                     "order": None, "reason": f"absent from the day's market data: sold at its last close "
+                                              f"{t.price:,.0f} ({t.shares:,.0f} shares)"})
+    return rows
 
 
 def _log_exclusions(excluded, asof: dt.date) -> None:
@@ -176,6 +214,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the day to scan (default: the store's last day); a non-trading day reuses the last "
                         "stored day and dates the alert for the next trading day")
     p.add_argument("--apply", action="store_true", help="update the model portfolio (state/portfolio.json)")
+    p.add_argument("--reset", action="store_true",
+                   help="scan from cash, ignoring the model portfolio (with --apply: start a new one on this day; "
+                        "the old one is kept as state/portfolio_<asof>_replaced.json)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -183,11 +224,10 @@ def run(args: argparse.Namespace) -> int:
     log.setup_logging("scan", home)
     started = time.monotonic()
     try:
-        result = scan(home, args.date)
+        result, state, before = scan(home, args.date, reset=args.reset)
         path = atomic.write_json(signals_path(home, result["asof"]), result)
         if args.apply:
-            capital = strategy.default_params(home)["initial_cash"]
-            atomic.write_json(portfolio_path(home), apply_scan(load_portfolio(home), result, capital))
+            save_portfolio(home, state, before, args.reset)
     except (ScanError, StoreError, ValueError, KeyError, OSError, config.ConfigError) as exc:
         log.event(_log, "SCAN_FAILED", f"{type(exc).__name__}: {exc}", rc=EXIT_FAILED, level=logging.ERROR,
                   elapsed_ms=(time.monotonic() - started) * 1000)
@@ -199,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
     events.append(home, "scan_done", correlation_id=result["correlation_id"], asof=result["asof"],
                   regime=result["regime"], states=counts, applied=bool(args.apply))
     log.event(_log, "SCAN_DONE", f"asof={result['asof']} for={result['next_trading_day']} regime={result['regime']} "
+              f"rebalance={result['rebalance_day']} next_rebalance={result['next_rebalance']} "
               f"universe={result['universe_size']} after_filters={result['after_filters']} {summary} "
               f"applied={bool(args.apply)} file={path}", rc=EXIT_OK, elapsed_ms=(time.monotonic() - started) * 1000)
     return EXIT_OK

@@ -65,6 +65,9 @@ def test_scan_picks_top_n_and_explains(home: Home, cal: TradingCalendar) -> None
     assert rc == 0, err
     assert result["schema"] == "scan_result/1" and result["asof"] == END.isoformat()
     assert result["next_trading_day"] == "2025-12-01" and result["regime"] == "ON"
+    # 2025-11-28 is November's last session: a rebalance day; December's last is the 30th (the 31st is closed)
+    assert result["rebalance_day"] is True and result["next_rebalance"] == "2025-12-30"
+    assert result["execution"] == "next_open"
     assert result["universe_size"] == 6
     buys = [(r["ticker"], r["rank"]) for r in result["rows"] if r["state"] == "BUY"]
     assert buys == [("000010", 1), ("000020", 2), ("000030", 3)]
@@ -80,11 +83,8 @@ def test_hold_core_and_sells_against_the_portfolio(home: Home, cal: TradingCalen
     build_market(home, cal, paths)
     core_env = {"KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__CORE_HOLDINGS":
                 '[{ticker: "000060", weight: 0.2}, {ticker: "069500", weight: 0.1}]'}
-    (home.state / "portfolio.json").write_text(json.dumps({"positions": [
-        {"ticker": "000060", "entry_date": "2025-01-02", "entry_price": 900, "shares": 10},   # core, under SMA
-        {"ticker": "000070", "entry_date": "2025-01-02", "entry_price": 5000, "shares": 10},  # stop-loss hit
-        {"ticker": "000010", "entry_date": "2025-01-02", "entry_price": 1000, "shares": 10},  # still top
-    ]}))
+    held = [("000060", 900), ("000070", 5000), ("000010", 1000)]  # core under its SMA; stop-loss hit; still top
+    (home.state / "portfolio.json").write_text(json.dumps(portfolio("2025-11-27", held)))
     result, err, rc = run_scan(home, "--apply", env=core_env)
     assert rc == 0, err
     state = {r["ticker"]: r["state"] for r in result["rows"]}
@@ -93,12 +93,14 @@ def test_hold_core_and_sells_against_the_portfolio(home: Home, cal: TradingCalen
     assert state["000070"] == "CUT_STOPLOSS"
     assert state["000010"] == "HOLD"
     assert [t for t, s in state.items() if s == "BUY" and t != "069500"] == ["000020", "000030"]
-    # top 3 plus 2 core holdings: 5 positions after applying
-    portfolio = json.loads((home.state / "portfolio.json").read_text())
-    assert sorted(p["ticker"] for p in portfolio["positions"]) == ["000010", "000020", "000030", "000060", "069500"]
-    bought = {p["ticker"]: p for p in portfolio["positions"]}["000020"]
-    assert bought["entry_date"] == END.isoformat() and bought["entry_price"] == paths["000020"][-1]
-    assert bought["shares"] > 0
+    # decided at the close, traded at the next open: the orders wait in the model portfolio, sized on the close
+    saved = json.loads((home.state / "portfolio.json").read_text())
+    assert sorted(p["ticker"] for p in saved["positions"]) == ["000010", "000060", "000070"]
+    orders = {o["ticker"]: o["shares"] for o in saved["pending"]}
+    assert orders["000070"] == 0 and orders["000020"] > 0 and orders["069500"] > 0
+    assert {r["ticker"]: r["order"] for r in result["rows"]}["000070"] == -10
+    equity = saved["equity"]
+    assert orders["069500"] == np.floor(0.1 * equity / paths["069500"][-1])
 
 
 def test_exclusions_are_logged_by_kind(home: Home, cal: TradingCalendar) -> None:
@@ -131,6 +133,10 @@ def test_missing_day_and_broken_portfolio_fail_clearly(home: Home, cal: TradingC
     assert rc == 3 and "portfolio.json: unreadable" in err
     (home.state / "portfolio.json").write_text(json.dumps({"positions": [{"ticker": "1", "entry_price": 5}]}))
     _, err, rc = run_scan(home)
+    assert rc == 3 and "schema: expected 'portfolio/2'" in err and "--reset" in err
+    bad = portfolio("2025-11-27", [("1", 5)])
+    (home.state / "portfolio.json").write_text(json.dumps(bad))
+    _, err, rc = run_scan(home)
     assert rc == 3 and "positions[0]" in err
     assert not list((home.reports / "signals").glob("*.json"))
 
@@ -140,17 +146,39 @@ def test_empty_store(home: Home) -> None:
         scanner.scan(home)
 
 
-def test_apply_is_idempotent_per_day_and_the_next_day_holds(home: Home, cal: TradingCalendar) -> None:
+def test_apply_is_idempotent_per_day_fills_at_the_next_open_and_never_moves_back(home: Home,
+                                                                                   cal: TradingCalendar) -> None:
     paths = {"069500": trend(30000, 0.001), "000010": trend(1000, 0.004), "000020": trend(1000, 0.003),
              "000030": trend(1000, 0.002), "000040": trend(1000, 0.001)}
     days = build_market(home, cal, paths)
-    day_before = days[-2].isoformat()
-    first, err, rc = run_scan(home, "--date", day_before, "--apply")
+    month_end = "2025-10-31"
+    first, err, rc = run_scan(home, "--date", month_end, "--apply")
     assert rc == 0, err
-    again, _, _ = run_scan(home, "--date", day_before, "--apply")  # a rerun of the same day changes nothing
-    assert [(r["ticker"], r["state"]) for r in again["rows"]] == [(r["ticker"], r["state"]) for r in first["rows"]]
-    portfolio = json.loads((home.state / "portfolio.json").read_text())
-    assert sorted(p["ticker"] for p in portfolio["positions"]) == ["000010", "000020", "000030"]
-    assert portfolio["before"] == [] and portfolio["asof"] == day_before
-    nxt, _, _ = run_scan(home, "--apply")  # the next day starts from what the day before bought
+    assert [r["ticker"] for r in first["rows"] if r["state"] == "BUY"] == ["000010", "000020", "000030"]
+    saved = json.loads((home.state / "portfolio.json").read_text())
+    again, _, _ = run_scan(home, "--date", month_end, "--apply")  # a rerun of the same day changes nothing
+    assert again["rows"] == first["rows"]
+    assert json.loads((home.state / "portfolio.json").read_text())["pending"] == saved["pending"]
+    assert saved["positions"] == [] and saved["before"] is None and saved["asof"] == month_end
+    # the next session: yesterday's orders fill at its open, then everything holds (not a rebalance day)
+    nxt, err, rc = run_scan(home, "--date", "2025-11-03", "--apply")
+    assert rc == 0, err
     assert {r["ticker"]: r["state"] for r in nxt["rows"]} == {"000010": "HOLD", "000020": "HOLD", "000030": "HOLD"}
+    k = days.index(dt.date(2025, 11, 3))
+    assert {f["ticker"]: f["price"] for f in nxt["fills"]} == {t: paths[t][k] for t in ("000010", "000020", "000030")}
+    assert nxt["rebalance_day"] is False and nxt["next_rebalance"] == END.isoformat()
+    # never back in time, unless asked to start again (the old portfolio is kept)
+    _, err, rc = run_scan(home, "--date", month_end, "--apply")
+    assert rc == 3 and "move it back in time" in err and "--reset" in err
+    _, err, rc = run_scan(home, "--date", month_end, "--apply", "--reset")
+    assert rc == 0, err
+    assert json.loads((home.state / "portfolio_2025-11-03_replaced.json").read_text())["asof"] == "2025-11-03"
+    assert json.loads((home.state / "portfolio.json").read_text())["asof"] == month_end
+
+
+def portfolio(asof: str, held: list[tuple[str, float]], cash: float = 90_000_000.0) -> dict:
+    """A saved model portfolio (portfolio/2) holding 10 shares of each ticker at its entry price."""
+    return {"schema": "portfolio/2", "asof": asof, "inception": "2025-01-02", "cash": cash, "equity": cash,
+            "positions": [{"ticker": t, "shares": 10, "entry_date": "2025-01-02", "entry_price": px,
+                           "last_price": px} for t, px in held],
+            "pending": [], "pending_day": None}
