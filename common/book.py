@@ -115,7 +115,9 @@ class Book:
             np.maximum.accumulate(rows, axis=0, out=rows)
             sub = seeded[rows, np.arange(len(cols))][1:]
         self.last_px[cols] = np.where(np.isfinite(sub[-1]), sub[-1], self.last_px[cols])
-        return sub @ self.shares[cols], set(cols[gaps.any(axis=0)].tolist())
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is caught by the engine, with its day
+            values = sub @ self.shares[cols]
+        return values, set(cols[gaps.any(axis=0)].tolist())
 
     # --- changes
 

@@ -198,7 +198,8 @@ class _Run:
         book, ctx = self.book, self.ctx
         cols = book.held()
         px = np.where(np.isfinite(ctx.price[e, cols]), ctx.price[e, cols], book.last_px[cols])
-        bad = cols[~np.isfinite(px * book.shares[cols])]
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad = cols[~np.isfinite(px * book.shares[cols])]
         who = ", ".join(f"{book.tickers[j]} ({book.shares[j]:g} shares at {px[list(cols).index(j)]:g})"
                         for j in bad[:3]) or f"cash {book.cash:g}"
         raise EngineError(f"equity is not a finite number on {ctx.index[e].date()}: {who}; the run is refused "

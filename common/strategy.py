@@ -339,9 +339,10 @@ class Indicators:
         if not isinstance(close_df.index, pd.DatetimeIndex):
             raise ValueError("close panel: expected a DatetimeIndex of dates")
         raw = close_df.to_numpy(dtype=np.float64)
-        present = np.isfinite(raw)
+        present = ~np.isnan(raw)
         with np.errstate(invalid="ignore"):
-            price = np.where(raw > 0, raw, np.nan)  # a close of 0 or below is no price, never a price of 0
+            # a close of 0 or below (or not a number) is no price, never a price of 0
+            price = np.where(np.isfinite(raw) & (raw > 0), raw, np.nan)
         halted = value = open_ = None
         if panels.get("halted") is not None:
             halted = _aligned(panels["halted"], close_df, False).to_numpy(dtype=bool)

@@ -237,3 +237,52 @@ def test_default_start_leaves_the_warm_up_before_the_window(market: Home):
     assert backtest._default_start(store, params) == days[strategy.warmup_rows(params)]
     long = backtest.strategy_params("momentum_topN_v1", {"regime": {"sma_days": 340}})
     assert backtest._default_start(store, long) == days[0]  # too short a store: all of it
+
+
+# --- ids, folders and the first day ---------------------------------------------------------------------------
+
+
+def test_backtests_differing_in_one_parameter_never_share_a_folder(market: Home):
+    args = ("common.cli", "backtest", "--start", "2025-01-02", "--end", "2025-03-31")
+    ten = _py(market, *args, "--set", "top_n=10")
+    three = _py(market, *args, "--set", "top_n=3")
+    assert ten.returncode == 0 and three.returncode == 0, ten.stderr + three.stderr
+    folders = sorted((market.reports / "backtests").iterdir())
+    assert len(folders) == 2 and all(f.name.startswith("momentum_topN_v1_20250102_20250331_") for f in folders)
+    tops = {json.loads((f / "result.json").read_text())["params"]["top_n"] for f in folders}
+    assert tops == {10, 3}
+    # the same run again would overwrite it: refused, unless --force
+    before = (folders[0] / "result.json").read_bytes()
+    again = _py(market, *args, "--set", f"top_n={json.loads(before)['params']['top_n']}")
+    assert again.returncode == 3 and "already exists" in again.stderr and "--force" in again.stderr
+    assert (folders[0] / "result.json").read_bytes() == before
+    forced = _py(market, *args, "--set", f"top_n={json.loads(before)['params']['top_n']}", "--force")
+    assert forced.returncode == 0, forced.stderr
+
+
+def test_returns_are_measured_from_the_initial_cash_when_day_one_trades(market: Home, tmp_path: Path):
+    # 2025-01-31 is January's last session: with same-close fills the first reported day already paid its costs
+    request = _request(start="2025-01-31", end="2025-03-31", universe="ALL",
+                       params={"execution": "close", "regime": {"enabled": False}})
+    result = backtest.run_request(request, tmp_path / "o", market)
+    eq = pd.read_csv(tmp_path / "o" / "equity.csv")
+    trades = pd.read_csv(tmp_path / "o" / "trades.csv")
+    assert (trades["date"] == "2025-01-31").any()
+    assert eq["equity"].iloc[0] < 100_000_000  # the first day's costs
+    m = result["metrics"]
+    assert m["start_equity"] == 100_000_000
+    assert m["total_return"] == pytest.approx(eq["equity"].iloc[-1] / 100_000_000 - 1, rel=1e-12)
+    assert m["days"] == len(eq)
+
+
+def test_share_counts_in_the_report_are_whole_numbers_with_separators(market: Home, tmp_path: Path):
+    params = {"initial_cash": 10_000_000_000, "top_n": 4, "regime": {"enabled": False}}
+    backtest.run_request(_request(params=params), tmp_path / "o", market)
+    page = (tmp_path / "o" / "report.html").read_text(encoding="utf-8")
+    trades = pd.read_csv(tmp_path / "o" / "trades.csv", dtype={"ticker": str})
+    held = trades.assign(n=np.where(trades["side"] == "BUY", trades["shares"], -trades["shares"]))
+    held = held.groupby("ticker")["n"].sum()
+    held = held[held > 0]
+    assert "Holdings at the end" in page and len(held) and held.max() >= 10_000
+    for shares in held:
+        assert f'<td class="">{shares:,.0f}</td>' in page  # 57,314, never 5.731e+04

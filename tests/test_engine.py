@@ -277,3 +277,39 @@ def test_rows_before_start_only_warm_up():
     assert (late.equity[:COST_INDEX[3]].iloc[:-1] == 1_000_000).all()
     first = late.trades[late.trades["date"] == late.trades["date"].min()]
     assert first["date"].iloc[0] == COST_INDEX[3] and (first["side"] == "BUY").all()
+
+
+# --- no silent wrong numbers, fills at the next open ---------------------------------------------------------------
+
+
+def test_a_zero_close_is_no_price_valued_at_the_last_good_close_and_noted():
+    closes = quarter()
+    closes.loc["2024-02-20", "D"] = 0.0  # D is held from Jan 31: a broken print, not a price of 0
+    r = engine.run({"close": closes}, params(top_n=1))
+    assert np.isfinite(r.trades["shares"]).all() and r.equity.notna().all() and np.isfinite(r.equity).all()
+    held = r.trades.iloc[0].shares
+    assert r.equity["2024-02-20"] == pytest.approx(r.cash["2024-02-20"] + held * closes.loc["2024-02-19", "D"])
+    assert not (r.trades.date == pd.Timestamp("2024-02-20")).any()
+    assert any("without a price" in n and ": D;" in n for n in r.notes)
+
+
+def test_equity_that_is_not_finite_fails_naming_the_day_and_the_ticker():
+    closes = quarter()
+    closes.loc["2024-02-20", "D"] = 1e308  # garbage that passes as a price: D's value overflows
+    with pytest.raises(engine.EngineError, match=r"2024-02-20: D \("):
+        engine.run({"close": closes}, params(top_n=1))
+
+
+def test_next_open_decides_at_the_close_and_fills_at_the_next_open():
+    closes = quarter()
+    opens = closes * 0.99
+    opens.loc["2024-02-01", "D"] = np.nan  # no open that day for D: its order lapses
+    r = engine.run({"close": closes, "open": opens}, params(top_n=2, execution="next_open", slippage_bps=10,
+                                                                 fractional_shares=False))
+    first = r.trades[r.trades.date == r.trades.date.min()]
+    assert first.date.iloc[0] == pd.Timestamp("2024-02-01")  # decided on Jan 31, filled the next session
+    assert list(first.ticker) == ["X"] and first.price.iloc[0] == opens.loc["2024-02-01", "X"]
+    # sized at the decision's close: 0.99 x equity / 2 / close of Jan 31, whole shares
+    assert first.shares.iloc[0] == np.floor(0.99 * 1_000_000 / 2 / closes.loc["2024-01-31", "X"])
+    assert first.slippage.iloc[0] == pytest.approx(first.value.iloc[0] * 0.001)
+    assert r.equity["2024-01-31"] == 1_000_000  # nothing traded at the decision's close
