@@ -1,7 +1,7 @@
 """Backtest speed: synthetic closes, 2,500 tickers x 2,520 days (10 years), median of several runs, peak memory.
 
 Rows (targets from issue 3: parity configuration <= 0.1 s; full default strategy <= 0.5 s; peak < 1 GB):
-- ours, parity: pc.engine.run with issue 3's parity parameters on closes with listings and delistings;
+- ours, parity: common.engine.run with issue 3's parity parameters on closes with listings and delistings;
 - numpy loop, parity: a bare numpy loop over rebalance days of the same definition (the floor to beat);
 - ours, full default: the default strategy (multi-lookback score, filters with the value panel, regime on
   069500, sell rules, 3 core holdings, sell tax with the ETF exempt, slippage, whole shares), halts included;
@@ -37,7 +37,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import engine  # noqa: E402
+from common import engine, strategy  # noqa: E402
 
 PARITY = {"lookbacks": [60], "weights": [1.0], "top_n": 20, "rebalance": "month_end",
           "invest_fraction": 0.99, "commission_bps": 25, "sell_tax": [], "slippage_bps": 0, "execution": "close",
@@ -81,7 +81,8 @@ def synthetic_market(tickers: int, days: int, seed: int = 20240101, delistings: 
     halted[:, n] = False
     frame = lambda a: pd.DataFrame(a, index=index, columns=pd.Index(names, name="ticker"))  # noqa: E731
     return {"close": frame(close), "value": frame(value), "halted": frame(halted),
-            "is_etf": pd.Series({ETF: True})}
+            "open": frame(np.vstack([close[:1], close[:-1]]) * (1 + 0.002 * rng.standard_normal((days, tickers)))),
+            "markets": pd.Series({ETF: "ETF"})}
 
 
 # --- the bare numpy loop ---------------------------------------------------------------------------------------------
@@ -89,12 +90,12 @@ def synthetic_market(tickers: int, days: int, seed: int = 20240101, delistings: 
 
 def numpy_parity(close: np.ndarray, index: pd.DatetimeIndex, p: dict) -> np.ndarray:
     """Issue 3's definition as a bare loop over rebalance days, vectorised over tickers, with the engine's
-    delisting rule (a holding whose last close is before the panel's end is sold at it, paying commission)."""
+    delisting rule (a holding absent from a day's data is sold that day at its last close, paying commission)."""
     t_rows, n = close.shape
     month = index.year.to_numpy() * 12 + index.month.to_numpy()
     valid = np.isfinite(close)
     last = np.where(valid.any(0), t_rows - 1 - valid[::-1].argmax(0), -1)
-    last = np.where(last < t_rows - 1, last, t_rows)  # the panel's last row is no delisting
+    gone_day = np.where(last < t_rows - 1, last + 1, t_rows)  # the first day it is absent
     lb, top_n, frac, fee = p["lookbacks"][0], p["top_n"], p["invest_fraction"], p["commission_bps"] / 1e4
     equity = np.empty(t_rows)
     cash, held, shares = float(p["initial_cash"]), np.array([], dtype=np.int64), np.array([])
@@ -103,12 +104,12 @@ def numpy_parity(close: np.ndarray, index: pd.DatetimeIndex, p: dict) -> np.ndar
         a = prev + 1  # the quiet rows a..t-1: fixed shares, delistings sold on their last day
         if len(held) and a < t:
             block = close[a:t, held] * shares
-            dies = (last[held] >= a) & (last[held] < t)
+            dies = (gone_day[held] >= a) & (gone_day[held] < t)
             extra = 0.0
             if dies.any():
-                after = np.arange(a, t)[:, None] >= last[held][None, :]
+                after = np.arange(a, t)[:, None] >= gone_day[held][None, :]
                 gone = after[:, dies]
-                proceeds = close[last[held[dies]], held[dies]] * shares[dies] * (1 - fee)
+                proceeds = close[gone_day[held[dies]] - 1, held[dies]] * shares[dies] * (1 - fee)
                 block[after] = 0.0
                 extra = gone @ proceeds
             equity[a:t] = cash + block.sum(axis=1) + extra
@@ -119,6 +120,10 @@ def numpy_parity(close: np.ndarray, index: pd.DatetimeIndex, p: dict) -> np.ndar
             equity[a:t] = cash
         if t == t_rows:
             break
+        gone_now = gone_day[held] == t
+        if gone_now.any():
+            cash += (shares[gone_now] * close[t - 1, held[gone_now]]).sum() * (1 - fee)
+            held, shares = held[~gone_now], shares[~gone_now]
         px = close[t, held]
         value = cash + px @ shares
         score = close[t] / close[t - lb] - 1 if t >= lb else np.full(n, np.nan)
@@ -131,10 +136,6 @@ def numpy_parity(close: np.ndarray, index: pd.DatetimeIndex, p: dict) -> np.ndar
             turnover = np.abs(current[picks] - target).sum() + current.sum() - current[picks].sum()
             cash = value - target * len(picks) - fee * turnover
             held, shares = picks, target / close[t, picks]
-        gone_now = last[held] == t
-        if gone_now.any():
-            cash += (shares[gone_now] * close[t, held[gone_now]]).sum() * (1 - fee)
-            held, shares = held[~gone_now], shares[~gone_now]
         equity[t] = cash + close[t, held] @ shares
         prev = t
     return equity
@@ -145,7 +146,7 @@ def numpy_parity(close: np.ndarray, index: pd.DatetimeIndex, p: dict) -> np.ndar
 
 def picks_by_date(closes: pd.DataFrame, p: dict) -> dict[pd.Timestamp, list[str]]:
     """The parity picks on each month-end row (shared input for the libraries, computed outside their timing)."""
-    reb = engine.rebalance_rows(closes.index, "month_end")
+    reb = np.flatnonzero(strategy.schedule(closes.index, {"rebalance": "month_end"}))
     score = closes / closes.shift(p["lookbacks"][0]) - 1
     out = {}
     for t in reb:
@@ -297,11 +298,11 @@ def main(argv: list[str] | None = None) -> int:
 
     core = [{"ticker": ETF, "weight": 0.1}, {"ticker": closes.columns[0], "weight": 0.05},
             {"ticker": closes.columns[1], "weight": 0.05}]
-    full_panels = {k: mkt[k] for k in ("close", "value", "halted")}
+    full_panels = {k: mkt[k] for k in ("close", "open", "value", "halted")}
 
     def ours_full(daily: bool = False):
         return engine.run(full_panels, {"core_holdings": core, "sell_rules": {"daily": daily}},
-                          is_etf=mkt["is_etf"])
+                          markets=mkt["markets"])
 
     med, res_full = timed(ours_full, args.repeat)
     note = f"{len(res_full.trades):,} trades, {len(res_full.rebalances)} rebalances; target <= 0.5 s"

@@ -30,9 +30,10 @@ import pandas as pd
 
 from common import strategy
 from common.book import POSITION_COLUMNS, TRADE_COLUMNS, Book
+from common.rules import STATES
 
 __all__ = ["POSITION_COLUMNS", "TRADE_COLUMNS", "EngineError", "EngineResult", "run"]
-_STATE_NAMES = np.array(strategy.STATES, dtype=object)
+_STATE_NAMES = np.array(STATES, dtype=object)
 
 
 class EngineError(ValueError):
@@ -136,10 +137,10 @@ class _Run:
         held = book.held()
         if not len(held) or nxt <= t + 1:
             return nxt
-        a, b = t + 1, nxt
-        hit = (~ctx.present[a:b, held] | (ctx.factor[a:b, held] != 1.0)).any(axis=1)
-        if hit.any():
-            b = a + int(np.argmax(hit))
+        a, b = t + 1, min(nxt, ctx.next_action(t, held))
+        gone = (~ctx.present[a:b, held]).any(axis=1)
+        if gone.any():
+            b = a + int(np.argmax(gone))
         if self.daily and b > a:
             sells = ctx.daily_sells(a, b, held, book.entry[held]).any(axis=1)
             if sells.any():
@@ -163,7 +164,9 @@ class _Run:
     def _session(self, e: int) -> None:
         ctx, book = self.ctx, self.book
         day, settle = ctx.index[e].date(), self.settle[e]
-        book.corporate_actions(day, ctx.factor[e])
+        factors = ctx.factors(e)
+        if factors is not None:
+            book.corporate_actions(day, factors)
         if book.pending:
             can_open = ctx.present[e] & (~ctx.halted[e] if ctx.halted is not None else True)
             book.fill_pending(day, settle, ctx.open[e], can_open)

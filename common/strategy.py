@@ -1,37 +1,31 @@
-"""The strategy `momentum_topN_v1`, defined once: the scanner (nas) and the backtest engine (pc) both call `decide`.
+"""The strategy `momentum_topN_v1`, defined once: its parameters, its schedule, and its decision.
 
-What the user is alerted on is exactly what was backtested: the engine calls `decide(ctx, i, holdings)` on each
-rebalance day and the scanner calls it on the scan day, with the same `Indicators` built from the same panels.
+What the user is alerted on is exactly what was backtested: the engine (common.engine) calls `decide` on its
+event days for the backtest and for the model portfolio alike, with `Indicators` built from the same panels.
 
-The rules, each a function that works alone on whole panels (ndarray or DataFrame, dates x tickers, no loop over
-tickers):
-- `momentum_score`: sum of weight x trailing return over the lookbacks; undefined when any close is missing.
-- `filter_codes`: why a ticker is not a candidate (listed long enough, 20-day mean traded value above the floor,
-  not halted, no abnormal print); 0 when it is one. Without a `value` panel the value floor is skipped (noted).
-- `regime_on`: the regime ticker (069500) above its N-day SMA; an SMA not yet defined means OFF (no new buys).
-- `sma`, `rsi` (Wilder) and `sell_codes`: CUT_STOPLOSS (close at or below entry x (1 - stop_loss_pct)), then
-  SELL_TREND (close under its trend SMA), then SELL_RSI (RSI over the overbought line), in that priority.
-- `select`: the TopN slots. Held tickers still in the TopN are HOLD; new TopN entries are BUY while the regime
-  is ON; a held ticker outside the TopN is SELL_REPLACE only when a better candidate takes its slot, else HOLD.
+- `schedule`: the rebalance days, judged with the KRX calendar (month_end: the next session is in another month).
+- `Indicators`: everything a decision reads, built once per panel: split-adjusted closes for every rule
+  (corporate-action factors from KRX's base price, common.corporate_actions), raw prices for trading and the
+  stop-loss, the candidate filters (listed long enough, 20-day mean traded value above the floor, not halted,
+  no abnormal print; without a `value` panel the value floor is skipped, noted), the regime, RSI per column.
+- `decide`: on a rebalance day the rules of common.rules stacked: sell rules, then the TopN slots, then the
+  weights; any other day only the daily sells (when `sell_rules.daily` is on) and every holding kept.
 - HOLD_CORE: core holdings ignore every sell rule and the regime, are bought if not held (BUY), never count
   against `top_n`, are never replaced, and are held at their configured weight (fraction of equity).
 
 Weights: each core holding its configured weight; each TopN pick (invest_fraction - sum of core weights) / top_n
 of equity. `Decision.weight` per ticker: a target fraction of equity, 0 (not held / sell), or NaN (keep the
-current shares: halted, no price today, regime OFF, or outside the TopN with no better candidate).
+current shares: halted, no price today, regime OFF, outside the TopN with no better candidate, or not a
+rebalance day). The scanner's explanations of each state live in nas/reasons.py.
 
 Indicators are computed once per panel and lazily: cross-sectional ones (score, filters) for the rows asked
-(the engine asks ~12 rows a year, the scanner one), per-holding ones (trend SMA, RSI) for the columns asked,
-RSI cached per column, the regime for its one ticker over the whole index.
-
-RSI is Wilder's (exponential, alpha 1/n) from each ticker's first close in the panel: a scan on a shorter
-history differs from the backtest's value by about (1 - 1/n)^(rows - n), under 1e-7 after a year of rows.
-Load at least max(lookbacks, min_history_days, SMA days) + 1 rows for the scan.
+(the engine asks ~12 rows a year, the scanner one), per-holding ones (trend SMA, RSI) for the columns asked.
+Load at least `warmup_rows(params)` rows before the first decision.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,20 +34,31 @@ import pandas as pd
 
 from common import config, corporate_actions
 from common.home import Home
+from common.rules import (
+    ABNORMAL,
+    BUY,
+    DELISTED,
+    HALTED,
+    HOLD,
+    HOLD_CORE,
+    LOW_VALUE,
+    NO_SCORE,
+    NONE,
+    NOT_LISTED,
+    OK,
+    SELL_REPLACE,
+    SHORT_HISTORY,
+    abnormal,
+    mean_value,
+    momentum_score,
+    regime_on,
+    rsi,
+    select,
+    sell_codes,
+    sma,
+)
 
 NAME = "momentum_topN_v1"
-
-# States of a ticker in a decision (index = code; 0 = no state: not held and not bought)
-STATES = ("", "BUY", "HOLD", "HOLD_CORE", "SELL_TREND", "SELL_RSI", "SELL_REPLACE", "CUT_STOPLOSS")
-NONE, BUY, HOLD, HOLD_CORE, SELL_TREND, SELL_RSI, SELL_REPLACE, CUT_STOPLOSS = range(len(STATES))
-SELL_STATES = (SELL_TREND, SELL_RSI, SELL_REPLACE, CUT_STOPLOSS)
-# the order a reader acts on them
-STATE_ORDER = (BUY, CUT_STOPLOSS, SELL_TREND, SELL_RSI, SELL_REPLACE, HOLD_CORE, HOLD)
-
-# Why a ticker is not a candidate today (index = code; 0 = it is one). Keys are stable, for machines.
-EXCLUSIONS = ("", "not_listed", "delisted", "halted", "abnormal", "short_history", "low_value", "no_score")
-OK, NOT_LISTED, DELISTED, HALTED, ABNORMAL, SHORT_HISTORY, LOW_VALUE, NO_SCORE = range(len(EXCLUSIONS))
-
 
 # --- parameters ------------------------------------------------------------------------------------------------
 
@@ -139,165 +144,6 @@ def pick_weight(params: Mapping) -> float:
     return max(params["invest_fraction"] - core, 0.0) / params["top_n"] if params["top_n"] else 0.0
 
 
-# --- rules on whole panels ---------------------------------------------------------------------------------------
-
-
-def _values(x: pd.DataFrame | np.ndarray) -> np.ndarray:
-    return x.to_numpy(dtype=float) if isinstance(x, pd.DataFrame) else np.asarray(x, dtype=float)
-
-
-def _like(out: np.ndarray, x: Any, rows: Any = None) -> Any:
-    """`out` as a DataFrame shaped like `x` when `x` is one (rows: the positions kept), else as it is."""
-    if not isinstance(x, pd.DataFrame):
-        return out
-    index = x.index if rows is None else x.index[np.atleast_1d(rows)]
-    return pd.DataFrame(out, index=index, columns=x.columns)
-
-
-def momentum_score(close: pd.DataFrame | np.ndarray, lookbacks: Sequence[int], weights: Sequence[float],
-                   rows: Sequence[int] | int | None = None) -> pd.DataFrame | np.ndarray:
-    """sum_k weights[k] x (close[t] / close[t - lookbacks[k] rows] - 1); NaN where any close is missing
-    (or not positive). `rows`: only these row positions (all rows when None)."""
-    c = _values(close)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if rows is None:
-            out = np.zeros(c.shape)
-            for lb, w in zip(lookbacks, weights, strict=True):
-                ret = np.full(c.shape, np.nan)
-                ret[lb:] = c[lb:] / c[:-lb] - 1 if lb < len(c) else np.nan
-                out += w * ret
-        else:
-            r = np.atleast_1d(np.asarray(rows, dtype=np.int64))
-            now = c[r]
-            out = np.zeros(now.shape)
-            for lb, w in zip(lookbacks, weights, strict=True):
-                past = np.full(now.shape, np.nan)
-                ok = r >= lb
-                past[ok] = c[r[ok] - lb]
-                out += w * (now / past - 1)
-    out[~np.isfinite(out)] = np.nan
-    return _like(out, close, rows)
-
-
-def sma(x: pd.DataFrame | np.ndarray, days: int) -> pd.DataFrame | np.ndarray:
-    """Simple moving average over `days` rows; NaN until `days` rows and wherever the window misses a value.
-    Closes are whole won, so the window sums are exact whatever the panel's start: scan and backtest agree."""
-    a = _values(x)
-    out = np.full(a.shape, np.nan)
-    if len(a) >= days:
-        out[days - 1:] = np.lib.stride_tricks.sliding_window_view(a, days, axis=0).mean(axis=-1)
-    return _like(out, x)
-
-
-def rsi(close: pd.DataFrame | np.ndarray, days: int) -> pd.DataFrame | np.ndarray:
-    """Wilder's RSI (exponential averages of gains and losses, alpha 1/days), NaN for each ticker's first
-    `days` closes; 100 when there were only gains, 50 when the price never moved."""
-    c = _values(close)
-    diff = np.full(c.shape, np.nan)
-    diff[1:] = c[1:] - c[:-1]
-    with np.errstate(invalid="ignore"):
-        moves = np.hstack([np.where(diff > 0, diff, np.where(np.isnan(diff), np.nan, 0.0)),
-                           np.where(diff < 0, -diff, np.where(np.isnan(diff), np.nan, 0.0))])
-    # one ewm call for gains and losses side by side
-    avg = pd.DataFrame(moves).ewm(alpha=1.0 / days, adjust=False, min_periods=days).mean().to_numpy()
-    gain, loss = avg[:, : c.shape[1]], avg[:, c.shape[1]:]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = 100.0 - 100.0 / (1.0 + gain / loss)
-    out = np.where((loss == 0) & (gain == 0), 50.0, out)
-    out = np.where((loss == 0) & (gain > 0), 100.0, out)
-    return _like(out, close)
-
-
-def regime_on(benchmark_close: pd.Series | np.ndarray, sma_days: int) -> np.ndarray:
-    """True on rows where the regime ticker closes above its `sma_days` SMA (False while the SMA is undefined)."""
-    c = np.asarray(benchmark_close, dtype=float).reshape(-1, 1)
-    with np.errstate(invalid="ignore"):
-        return (c > sma(c, sma_days))[:, 0]
-
-
-def mean_value(value: pd.DataFrame | np.ndarray, window: int, rows: Sequence[int] | int | None = None):
-    """Mean traded value over the last `window` rows (the rows that exist; NaN when none)."""
-    v = _values(value)
-    r = np.arange(len(v)) if rows is None else np.atleast_1d(np.asarray(rows, dtype=np.int64))
-    out = np.empty((len(r), v.shape[1]))
-    for k, i in enumerate(r):  # a loop over the rows asked (one per rebalance), never over tickers
-        block = v[max(0, i - window + 1): i + 1]
-        n = np.isfinite(block).sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[k] = np.where(n > 0, np.nansum(block, axis=0) / n, np.nan)
-    return _like(out, value, None if rows is None else r)
-
-
-def abnormal(close: pd.DataFrame | np.ndarray, daily_limit_pct: float) -> pd.DataFrame | np.ndarray:
-    """Abnormal data: a close that is zero or negative, or a close-to-close move beyond the daily limit."""
-    c = _values(close)
-    prev = np.full(c.shape, np.nan)
-    prev[1:] = c[:-1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        move = np.abs(c / prev - 1)
-        out = (c <= 0) | ((prev > 0) & (move > daily_limit_pct / 100 + 1e-9))
-    return _like(out, close)
-
-
-def sell_codes(close: np.ndarray, entry: np.ndarray, trend: np.ndarray | None, rsi_: np.ndarray | None,
-               params: Mapping, price: np.ndarray | None = None) -> np.ndarray:
-    """Sell-rule state codes (rows x held tickers) for non-core holdings; NONE where no rule fires.
-    Priority: CUT_STOPLOSS, SELL_TREND, SELL_RSI. `entry`: entry price per column (NaN: no stop-loss), compared
-    with `price` (the raw closes, in the entry's share basis; default `close`); `trend`/`rsi_`: the matching
-    blocks of the trend SMA and RSI of `close` (None: that rule is not checked)."""
-    rules = params["sell_rules"]
-    out = np.zeros(close.shape, dtype=np.int8)
-    if not rules["enabled"]:
-        return out
-    with np.errstate(invalid="ignore"):
-        if rsi_ is not None:
-            out[rsi_ > rules["rsi_overbought"]] = SELL_RSI
-        if trend is not None:
-            out[close < trend] = SELL_TREND
-        stop = np.asarray(entry, dtype=float) * (1 - rules["stop_loss_pct"] / 100)
-        out[(close if price is None else price) <= stop] = CUT_STOPLOSS
-    return out
-
-
-def select(score: np.ndarray, candidate: np.ndarray, held: np.ndarray, locked: int, top_n: int,
-           buys_allowed: bool) -> dict[str, np.ndarray]:
-    """The TopN slots for one day (all arrays over tickers).
-
-    score/candidate: today's scores and who may be bought; held: non-core holdings still tradable and not sold by
-    a rule today; locked: non-core holdings that cannot be traded today (they keep their slot).
-    Returns rank (1 = best candidate, 0 = unranked), and masks hold_in (held, in the TopN), buy (new entries),
-    replace (held, outside the TopN, and a better candidate takes the slot), hold_out (held, outside, kept), plus
-    `replaced_by` (column of the buy that takes each replaced slot, -1 elsewhere)."""
-    n = len(score)
-    cand = np.flatnonzero(candidate)
-    order = cand[np.argsort(-score[cand], kind="stable")]
-    rank = np.zeros(n, dtype=np.int32)
-    rank[order] = np.arange(1, len(order) + 1)
-    in_top = np.zeros(n, dtype=bool)
-    in_top[order[:top_n]] = True
-    hold_in = held & in_top
-    hold_out = held & ~in_top
-    wanted = order[:top_n][~held[order[:top_n]]]
-    free = top_n - int(hold_in.sum()) - locked
-    n_buy = max(0, min(len(wanted), free)) if buys_allowed else 0
-    buys = wanted[:n_buy]
-    out_idx = np.flatnonzero(hold_out)
-    n_replace = min(len(out_idx), n_buy, max(0, len(out_idx) + n_buy - free))
-    # worst first: unranked (not a candidate any more), then the lowest ranked
-    worst = out_idx[np.lexsort((-rank[out_idx], rank[out_idx] > 0))][:n_replace]
-    buy = np.zeros(n, dtype=bool)
-    buy[buys] = True
-    replace = np.zeros(n, dtype=bool)
-    replace[worst] = True
-    replaced_by = np.full(n, -1, dtype=np.int64)
-    replaced_by[worst] = buys[:n_replace]
-    return {"rank": rank, "hold_in": hold_in, "buy": buy, "replace": replace, "hold_out": hold_out & ~replace,
-            "replaced_by": replaced_by}
-
-
-# --- indicators over one panel -------------------------------------------------------------------------------------
-
-
 def _aligned(frame: pd.DataFrame, like: pd.DataFrame, fill: Any) -> pd.DataFrame:
     if frame.index.equals(like.index) and frame.columns.equals(like.columns):
         return frame
@@ -315,7 +161,7 @@ class Indicators:
     price: np.ndarray                 # raw closes, NaN where no row or no price (<= 0): what trades and values use
     open: np.ndarray | None           # raw opens (NaN where none), or None when the panel has no open field
     present: np.ndarray               # bool: the ticker has a row that day (absent = not listed or delisted)
-    factor: np.ndarray                # corporate-action factor effective on each row (1.0 where none)
+    actions: dict[int, tuple[np.ndarray, np.ndarray]]  # column -> (rows, factors) of its corporate actions
     halted: np.ndarray | None         # bool, or None when the panel has no halted field
     value: np.ndarray | None          # traded value, or None (then the value floor is skipped)
     first_row: np.ndarray             # first row with a close (len(index) when none)
@@ -342,7 +188,8 @@ class Indicators:
         present = ~np.isnan(raw)
         with np.errstate(invalid="ignore"):
             # a close of 0 or below (or not a number) is no price, never a price of 0
-            price = np.where(np.isfinite(raw) & (raw > 0), raw, np.nan)
+            bad = present & ~((raw > 0) & (raw < np.inf))
+        price = np.where(bad, np.nan, raw) if bad.any() else raw
         halted = value = open_ = None
         if panels.get("halted") is not None:
             halted = _aligned(panels["halted"], close_df, False).to_numpy(dtype=bool)
@@ -352,11 +199,15 @@ class Indicators:
             open_ = _aligned(panels["open"], close_df, np.nan).to_numpy(dtype=np.float64)
             with np.errstate(invalid="ignore"):
                 open_ = np.where(open_ > 0, open_, np.nan)
-        factor = np.ones(raw.shape)
+        close, actions = price, {}
         if panels.get("base") is not None:
             factor = corporate_actions.factors(price, _aligned(panels["base"], close_df, np.nan)
                                                .to_numpy(dtype=np.float64))
-        close = corporate_actions.adjust(price, factor)
+            hit = np.flatnonzero((factor != 1.0).any(axis=0))
+            if len(hit):  # only the tickers with an action get an adjusted copy
+                close = price.copy()
+                close[:, hit] = corporate_actions.adjust(price[:, hit], factor[:, hit])
+                actions = {int(j): (np.flatnonzero(factor[:, j] != 1.0), factor[factor[:, j] != 1.0, j]) for j in hit}
         t = len(close)
         valid = present
         has = valid.any(axis=0)
@@ -377,7 +228,7 @@ class Indicators:
                 raise ValueError(f"regime.ticker {ticker} is not in the panel (disable the regime or load it)")
             regime = regime_on(close[:, col[ticker]], p["regime"]["sma_days"])
         return cls(params=p, index=close_df.index, tickers=close_df.columns, close=close, price=price,
-                   open=open_, present=present, factor=factor, halted=halted,
+                   open=open_, present=present, actions=actions, halted=halted,
                    value=value, first_row=first, last_row=last,
                    core=np.array([c for c, _ in core], dtype=np.int64),
                    core_weight=np.array([w for _, w in core], dtype=float), regime=regime, notes=notes, _col=col)
@@ -453,6 +304,27 @@ class Indicators:
         return sell_codes(self.close[a:b, cols], entry, self.trend_sma(a, b, cols), self.rsi(a, b, cols),
                           self.params, self.price[a:b, cols])
 
+    def factors(self, i: int) -> np.ndarray | None:
+        """The corporate-action factor of each ticker on row i (1.0 where none); None when no action that day."""
+        out = None
+        for j, (rows, f) in self.actions.items():
+            k = np.searchsorted(rows, i)
+            if k < len(rows) and rows[k] == i:
+                out = np.ones(len(self.tickers)) if out is None else out
+                out[j] = f[k]
+        return out
+
+    def next_action(self, after: int, cols: np.ndarray) -> int:
+        """The first row after `after` with a corporate action of one of `cols` (the panel's length when none)."""
+        best = len(self.index)
+        for j in cols:
+            if int(j) in self.actions:
+                rows = self.actions[int(j)][0]
+                k = np.searchsorted(rows, after, side="right")
+                if k < len(rows):
+                    best = min(best, int(rows[k]))
+        return best
+
     def tradable(self, a: int, b: int) -> np.ndarray:
         """Rows a..b-1: a price at the close and not halted."""
         ok = np.isfinite(self.price[a:b])
@@ -514,84 +386,6 @@ class Decision:
         keep = (self.weight > 0) | np.isnan(self.weight) & (self.held | (self.state != NONE))
         cols = np.flatnonzero(keep)
         return {str(self.ctx.tickers[j]): float(self.weight[j]) for j in cols}
-
-    @property
-    def states(self) -> pd.DataFrame:
-        """One row per ticker with a state: index ticker; columns state, score, rank (None when unranked),
-        reason, close, weight; in the order a reader acts on them (BUY, sells, HOLD_CORE, HOLD), then rank."""
-        cols = np.flatnonzero(self.state != NONE)
-        order = {s: k for k, s in enumerate(STATE_ORDER)}
-        cols = sorted(cols, key=lambda j: (order[int(self.state[j])], self.rank[j] == 0, self.rank[j],
-                                           str(self.ctx.tickers[j])))
-        recs = [{
-            "ticker": str(self.ctx.tickers[j]),
-            "state": STATES[self.state[j]],
-            "score": None if np.isnan(self.score[j]) else float(self.score[j]),
-            "rank": int(self.rank[j]) or None,
-            "reason": self._reason(j),
-            "close": None if np.isnan(self.ctx.price[self.row, j]) else float(self.ctx.price[self.row, j]),
-            "weight": float(self.weight[j]),
-        } for j in cols]
-        frame = pd.DataFrame(recs, columns=["ticker", "state", "score", "rank", "reason", "close", "weight"])
-        return frame.set_index("ticker")
-
-    @property
-    def excluded(self) -> pd.DataFrame:
-        """Tickers of the universe left out (listed by the row, not a candidate, no state): index ticker;
-        columns code (EXCLUSIONS key) and reason (text). Not-yet-listed tickers are not part of it."""
-        mask = (self.exclusion != OK) & (self.exclusion != NOT_LISTED) & (self.state == NONE)
-        cols = np.flatnonzero(mask)
-        codes = self.exclusion[cols]
-        texts = np.array(_exclusion_texts(self.ctx.params), dtype=object)
-        return pd.DataFrame({"code": np.array(EXCLUSIONS, dtype=object)[codes], "reason": texts[codes]},
-                            index=pd.Index(self.ctx.tickers[cols].astype(str), name="ticker"))
-
-    def _reason(self, j: int) -> str:
-        p, ctx, i = self.ctx.params, self.ctx, self.row
-        s, r, n = int(self.state[j]), int(self.rank[j]), p["top_n"]
-        close = ctx.price[i, j]
-        halted = ctx.halted is not None and ctx.halted[i, j]
-        is_core = j in set(ctx.core.tolist())
-        if s == HOLD_CORE:
-            return "core holding (halted today: kept)" if halted else "core holding: sell rules do not apply"
-        if s == BUY:
-            return "core holding, not held" if is_core else f"new entry: rank {r} of the top {n}"
-        if s == CUT_STOPLOSS:
-            drop = (1 - close / self.entry[j]) * 100
-            return f"close {close:,.0f} is {drop:.1f}% below entry {self.entry[j]:,.0f} " \
-                   f"(stop {p['sell_rules']['stop_loss_pct']:g}%)"
-        if s == SELL_TREND:
-            days = p["sell_rules"]["trend_sma_days"]
-            return f"close {close:,.0f} under its {days}-day SMA {ctx.trend_sma(i, i + 1, np.array([j]))[0, 0]:,.0f}"
-        if s == SELL_RSI:
-            days = p["sell_rules"]["rsi_days"]
-            return f"RSI{days} {ctx.rsi(i, i + 1, np.array([j]))[0, 0]:.1f} over {p['sell_rules']['rsi_overbought']:g}"
-        if s == SELL_REPLACE:
-            by = int(self.replaced_by[j])
-            where = f"rank {r}" if r else _exclusion_texts(p)[self.exclusion[j]]
-            return f"{where}, outside the top {n}: slot taken by {ctx.tickers[by]} (rank {self.rank[by]})"
-        if s == HOLD:
-            if halted:
-                return "halted today: cannot trade, kept"
-            if np.isnan(close):
-                return "no price today: cannot trade, kept at its last close"
-            if not self.rebalance:
-                return "held until the next rebalance" + (f" (rank {r} today)" if r else "")
-            if r and r <= n:
-                off = " (regime OFF: not resized)" if self.regime == "OFF" else ""
-                return f"rank {r}, still in the top {n}{off}"
-            where = f"rank {r}" if r else _exclusion_texts(p)[self.exclusion[j]]
-            return f"{where}, outside the top {n}: kept, no better candidate"
-        return ""
-
-
-def _exclusion_texts(p: Mapping) -> list[str]:
-    f = p["filters"]
-    return ["", "not listed yet", "no price today (delisted or no row)", "halted",
-            f"abnormal data (close <= 0 or a move beyond {p['daily_limit_pct']:g}%)",
-            f"too little history (listed < {min_history(p)} trading days)",
-            f"{f['value_window']}-day mean traded value under {f['min_avg_value']:,.0f} KRW",
-            "score undefined (a close in the lookback is missing)"]
 
 
 def decide(ctx: Indicators, i: int, holdings: Mapping[str, float], rebalance: bool = True) -> Decision:

@@ -23,6 +23,7 @@ from common import store as store_mod
 from common.cli import EXIT_FAILED, EXIT_OK, parse_date
 from common.home import Home
 from common.store import EodStore, StoreError
+from nas import reasons
 
 _log = log.get("scan")
 SCHEMA = "scan_result/1"
@@ -134,7 +135,7 @@ def scan(home: Home, day: dt.date | None = None, *, reset: bool = False) -> tupl
     names = tickers["name"].to_dict()
     trades = run.trades[run.trades["date"] == pd.Timestamp(asof)] if len(run.trades) else run.trades
     rows = _rows(decision, names, run.book, trades)
-    excluded = decision.excluded.reset_index()
+    excluded = reasons.excluded(decision).reset_index()
     _log_exclusions(excluded, asof)
     inception = dt.date.fromisoformat(state["inception"])
     nxt = strategy.next_rebalance(asof, params, cal.index, inception)
@@ -174,7 +175,7 @@ def _rows(decision: strategy.Decision, names: dict, held: book.Book, trades: pd.
     shares = dict(zip(held.tickers, held.shares, strict=True))
     orders = {held.tickers[j]: q for j, (q, _) in held.pending.items()}
     rows = []
-    for r in decision.states.reset_index().itertuples(index=False):
+    for r in reasons.states(decision).reset_index().itertuples(index=False):
         now = float(shares.get(r.ticker, 0.0))
         rows.append({
             "ticker": r.ticker, "name": names.get(r.ticker, r.ticker), "state": r.state,

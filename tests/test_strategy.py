@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from common import rules
 from common import strategy as st
 from common.config import ConfigError
+from nas import reasons
 
 ROWS = 260
 INDEX = pd.bdate_range("2023-01-02", periods=ROWS)
@@ -45,7 +47,7 @@ def build(closes: dict, params: dict | None = None, **kw) -> st.Indicators:
 
 
 def states(decision: st.Decision) -> dict[str, str]:
-    return decision.states["state"].to_dict()
+    return reasons.states(decision)["state"].to_dict()
 
 
 CORE3 = [{"ticker": "069500", "weight": 0.1}, {"ticker": "C1", "weight": 0.1}, {"ticker": "C2", "weight": 0.1}]
@@ -57,19 +59,19 @@ CORE3 = [{"ticker": "069500", "weight": 0.1}, {"ticker": "C1", "weight": 0.1}, {
 def test_momentum_score_weights_trailing_returns_and_is_undefined_on_gaps():
     close = pd.DataFrame({"A": [100.0, 110, 121, 133.1, 146.41], "B": [100.0, np.nan, 100, 150, 200]},
                          index=INDEX[:5])
-    score = st.momentum_score(close, [1, 2], [0.5, 0.5])
+    score = rules.momentum_score(close, [1, 2], [0.5, 0.5])
     assert isinstance(score, pd.DataFrame) and score.index.equals(close.index)
     assert score["A"].iloc[2] == pytest.approx(0.5 * 0.1 + 0.5 * 0.21)
     assert score["A"].iloc[:2].isna().all()
     assert score["B"].iloc[1:4].isna().all()  # the gap on row 1 is inside every lookback of rows 1..3
     assert score["B"].iloc[4] == pytest.approx(0.5 * (200 / 150 - 1) + 0.5 * (200 / 100 - 1))
-    rows = st.momentum_score(close.to_numpy(), [1, 2], [0.5, 0.5], rows=[2, 3])
+    rows = rules.momentum_score(close.to_numpy(), [1, 2], [0.5, 0.5], rows=[2, 3])
     np.testing.assert_allclose(rows, score.to_numpy()[2:4], equal_nan=True)
 
 
 def test_sma_needs_a_full_window_without_gaps():
     x = pd.DataFrame({"A": [1.0, 2, 3, 4, 5], "B": [1.0, np.nan, 3, 4, 5]})
-    out = st.sma(x, 3)
+    out = rules.sma(x, 3)
     assert out["A"].tolist()[2:] == [2.0, 3.0, 4.0] and out["A"].iloc[:2].isna().all()
     assert out["B"].iloc[:4].isna().all() and out["B"].iloc[4] == 4.0
 
@@ -77,7 +79,7 @@ def test_sma_needs_a_full_window_without_gaps():
 def test_rsi_is_wilders_and_bounded():
     rng = np.random.default_rng(1)
     c = 1000 * np.exp(np.cumsum(rng.normal(0, 0.02, 300)))
-    got = st.rsi(c.reshape(-1, 1), 14)[:, 0]
+    got = rules.rsi(c.reshape(-1, 1), 14)[:, 0]
     # Wilder's recursion written out, seeded with the first move like an exponential average
     d = np.diff(c)
     gain, loss = np.maximum(d, 0), np.maximum(-d, 0)
@@ -89,25 +91,25 @@ def test_rsi_is_wilders_and_bounded():
             want.append(100 - 100 / (1 + g / lo))
     np.testing.assert_allclose(got[14:], want[14:], rtol=1e-12)
     assert np.isnan(got[:14]).all()
-    rising = st.rsi(np.arange(1.0, 40).reshape(-1, 1), 14)[:, 0]
+    rising = rules.rsi(np.arange(1.0, 40).reshape(-1, 1), 14)[:, 0]
     assert rising[-1] == 100.0
-    flat = st.rsi(np.full((40, 1), 5.0), 14)[:, 0]
+    flat = rules.rsi(np.full((40, 1), 5.0), 14)[:, 0]
     assert flat[-1] == 50.0
 
 
 def test_regime_on_only_above_a_defined_sma():
     up = np.linspace(100, 200, 50)
-    on = st.regime_on(up, 20)
+    on = rules.regime_on(up, 20)
     assert not on[:19].any() and on[19:].all()  # undefined SMA means OFF
-    assert not st.regime_on(np.linspace(200, 100, 50), 20).any()
+    assert not rules.regime_on(np.linspace(200, 100, 50), 20).any()
 
 
 def test_mean_value_and_abnormal():
     value = pd.DataFrame({"A": [1.0, 2, 3, np.nan], "B": [np.nan] * 4})
-    mv = st.mean_value(value, 2, rows=[1, 3])
+    mv = rules.mean_value(value, 2, rows=[1, 3])
     assert mv["A"].tolist() == [1.5, 3.0] and mv["B"].isna().all()
     close = pd.DataFrame({"A": [100.0, 131, 100, 0], "B": [100.0, 129, np.nan, 129]})
-    ab = st.abnormal(close, 30.0)
+    ab = rules.abnormal(close, 30.0)
     assert ab["A"].tolist() == [False, True, False, True]  # +31%; -23.7% is fine; a zero close is not
     assert not ab["B"].any()
 
@@ -118,24 +120,24 @@ def test_sell_codes_priority_and_switch():
     entry = np.array([100.0, 100.0, 100.0, 100.0])
     trend = np.array([[95.0, 130.0, 100.0, 100.0]])
     rsi = np.array([[85.0, 85.0, 85.0, 50.0]])
-    codes = st.sell_codes(close, entry, trend, rsi, p)[0]
-    assert [st.STATES[c] for c in codes] == ["CUT_STOPLOSS", "SELL_TREND", "SELL_RSI", ""]
+    codes = rules.sell_codes(close, entry, trend, rsi, p)[0]
+    assert [rules.STATES[c] for c in codes] == ["CUT_STOPLOSS", "SELL_TREND", "SELL_RSI", ""]
     off = st.resolve_params({"sell_rules": {"enabled": False}})
-    assert not st.sell_codes(close, entry, trend, rsi, off).any()
+    assert not rules.sell_codes(close, entry, trend, rsi, off).any()
 
 
 def test_select_replaces_only_for_a_better_candidate():
     score = np.array([0.9, 0.8, 0.7, 0.1, np.nan])
     cand = np.array([True, True, True, True, False])
     held = np.array([True, True, False, False, True])  # the last one is no candidate any more
-    sel = st.select(score, cand, held, 0, 3, True)
+    sel = rules.select(score, cand, held, 0, 3, True)
     assert sel["buy"].tolist() == [False, False, True, False, False]
     assert sel["replace"].tolist() == [False, False, False, False, True] and sel["replaced_by"][4] == 2
     # a free slot absorbs the buy: nobody is replaced
-    sel = st.select(score, cand, held, 0, 5, True)
+    sel = rules.select(score, cand, held, 0, 5, True)
     assert not sel["replace"].any() and sel["hold_out"][4] and sel["buy"][2] and sel["buy"][3]
     # no buys allowed (regime OFF): no replacement either
-    sel = st.select(score, cand, held, 0, 3, False)
+    sel = rules.select(score, cand, held, 0, 3, False)
     assert not sel["buy"].any() and not sel["replace"].any() and sel["hold_out"][4]
     assert sel["rank"].tolist() == [1, 2, 3, 4, 0]
 
@@ -162,17 +164,17 @@ def test_filters_give_each_left_out_ticker_its_reason():
     closes["LATER"] = np.full(ROWS, np.nan)
     ctx = build(closes, low_value=("S06",), halted=("S05",))
     d = st.decide(ctx, ROWS - 1, {})
-    codes = d.excluded["code"].to_dict()
+    codes = reasons.excluded(d)["code"].to_dict()
     assert codes == {"NEW": "short_history", "GONE": "delisted", "JUMP": "abnormal", "S05": "halted",
                      "S06": "low_value"}
     assert "LATER" not in codes  # not listed yet: not part of the universe
-    assert d.excluded.loc["S06", "reason"].startswith("20-day mean traded value under")
+    assert reasons.excluded(d).loc["S06", "reason"].startswith("20-day mean traded value under")
     assert d.after_filters == 5  # 069500 and S01..S04
     assert d.universe_size == 9  # tickers with a close today: not GONE, not LATER
     # with filters disabled only the base conditions remain (a price, not halted, a score)
     d = st.decide(build(closes, {"filters": {"enabled": False}}, low_value=("S06",), halted=("S05",)),
                   ROWS - 1, {})
-    assert set(d.excluded["code"]) == {"delisted", "halted", "no_score"}  # NEW has no 126-day return
+    assert set(reasons.excluded(d)["code"]) == {"delisted", "halted", "no_score"}  # NEW has no 126-day return
 
 
 def test_value_floor_is_skipped_without_a_value_panel():
@@ -194,7 +196,7 @@ def test_regime_ticker_missing_is_a_clear_error():
 
 def test_fresh_portfolio_buys_the_top_n_ranked_by_score():
     d = st.decide(build(market(12)), ROWS - 1, {})
-    s = d.states
+    s = reasons.states(d)
     assert list(s.index) == ["S01", "S02", "S03", "S04", "S05"]
     assert (s["state"] == "BUY").all() and s["rank"].tolist() == [1, 2, 3, 4, 5]
     assert s["weight"].tolist() == pytest.approx([0.99 / 5] * 5)
@@ -208,7 +210,7 @@ def test_top5_plus_3_core_make_8_positions():
     d = st.decide(ctx, ROWS - 1, {})
     assert len(d.targets) == 8
     assert states(d) == {**{f"S0{k}": "BUY" for k in range(1, 6)}, "069500": "BUY", "C1": "BUY", "C2": "BUY"}
-    assert d.states.loc["C2", "reason"] == "core holding, not held"
+    assert reasons.states(d).loc["C2", "reason"] == "core holding, not held"
     w = d.targets
     assert w["C1"] == 0.1 and w["S01"] == pytest.approx((0.99 - 0.3) / 5)
     # once held: 5 HOLD + 3 HOLD_CORE, still 8, nothing sold
@@ -227,7 +229,7 @@ def test_core_holding_under_its_200_day_sma_stays_hold_core():
     d = st.decide(ctx, i, {"C1": 9000.0, "T1": 9000.0})
     assert states(d)["C1"] == "HOLD_CORE" and d.targets["C1"] == 0.2
     assert states(d)["T1"] == "SELL_TREND"
-    assert "200-day SMA" in d.states.loc["T1", "reason"]
+    assert "200-day SMA" in reasons.states(d).loc["T1", "reason"]
 
 
 def test_core_holding_not_held_gets_buy_even_when_out_of_ranking():
@@ -244,7 +246,7 @@ def test_stop_loss_cuts_a_non_core_holding_but_not_a_core_one():
     entry = {"S01": last[ctx.col("S01")] / 0.85, "C1": last[ctx.col("C1")] / 0.5}  # down 15% and 50%
     d = st.decide(ctx, ROWS - 1, entry)
     assert states(d)["S01"] == "CUT_STOPLOSS" and d.targets.get("S01") is None
-    assert "15.0% below entry" in d.states.loc["S01", "reason"]
+    assert "15.0% below entry" in reasons.states(d).loc["S01", "reason"]
     assert states(d)["C1"] == "HOLD_CORE"
     # a cut ticker is not bought back the same day although it ranks first
     assert d.rank[ctx.col("S01")] == 0 and states(d)["S06"] == "BUY"
@@ -256,7 +258,7 @@ def test_sell_replace_only_when_a_better_candidate_takes_the_slot():
     d = st.decide(ctx, ROWS - 1, held)
     assert states(d) == {"S01": "HOLD", "S02": "HOLD", "S03": "HOLD", "S04": "HOLD", "S09": "SELL_REPLACE",
                          "S05": "BUY"}
-    assert d.states.loc["S09", "reason"] == "rank 9, outside the top 5: slot taken by S05 (rank 5)"
+    assert reasons.states(d).loc["S09", "reason"] == "rank 9, outside the top 5: slot taken by S05 (rank 5)"
     # with at least top_n candidates the book is always the TopN: a held ticker outside it always has a
     # better candidate. With fewer candidates, a free slot takes the new entry and S09 keeps its place
     illiquid = ("069500", "S05", "S06", "S07", "S08", "S09", "S10", "S11", "S12")
@@ -267,7 +269,7 @@ def test_sell_replace_only_when_a_better_candidate_takes_the_slot():
     ctx = build(market(12), {"top_n": 3}, low_value=tuple(f"S{k:02d}" for k in range(3, 13)) + ("069500",))
     d = st.decide(ctx, ROWS - 1, {"S01": 1.0, "S02": 1.0, "S09": 1.0})
     assert states(d) == {"S01": "HOLD", "S02": "HOLD", "S09": "HOLD"}
-    assert "no better candidate" in d.states.loc["S09", "reason"]
+    assert "no better candidate" in reasons.states(d).loc["S09", "reason"]
 
 
 def test_regime_off_blocks_new_buys_but_keeps_holdings_and_core():
@@ -290,7 +292,7 @@ def test_rsi_over_the_line_sells_a_holding():
     ctx = build(closes, {"filters": {"enabled": False}})
     d = st.decide(ctx, ROWS - 1, {"HOT": 1.0})
     assert states(d)["HOT"] == "SELL_RSI"
-    reason = d.states.loc["HOT", "reason"]
+    reason = reasons.states(d).loc["HOT", "reason"]
     assert reason.startswith("RSI14 ") and reason.endswith(" over 80") and float(reason.split()[1]) > 80
 
 
@@ -298,7 +300,7 @@ def test_halted_holding_is_kept_and_unknown_holdings_are_reported():
     ctx = build(market(8), halted=("S08",))
     d = st.decide(ctx, ROWS - 1, {"S08": 1e9, "XXXXXX": 1.0})  # S08 would hit the stop-loss
     assert states(d)["S08"] == "HOLD" and np.isnan(d.targets["S08"])
-    assert d.states.loc["S08", "reason"].startswith("halted")
+    assert reasons.states(d).loc["S08", "reason"].startswith("halted")
     assert d.unknown_holdings == ["XXXXXX"]
     assert sum(s == "BUY" for s in states(d).values()) == 4  # the halted holding keeps its slot
 
@@ -311,4 +313,4 @@ def test_same_decision_on_a_shorter_history():
     short = st.Indicators.build({k: v.iloc[-230:] for k, v in panels(closes).items()}, params)
     held = {"S02": 9000.0, "S07": 1.0, "C1": 1.0}
     a, b = st.decide(full, ROWS - 1, held), st.decide(short, 229, held)
-    pd.testing.assert_frame_equal(a.states, b.states)
+    pd.testing.assert_frame_equal(reasons.states(a), reasons.states(b))
