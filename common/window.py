@@ -229,6 +229,15 @@ def active(home: Home, *, now: dt.datetime | None = None) -> dict | None:
     return None
 
 
+def describe(home: Home, *, now: dt.datetime | None = None) -> str:
+    """One word for receipts: `ACTIVE <id>` (or the newest window's state and id), NONE, or UNREADABLE."""
+    try:
+        view = active(home, now=now) or status(home, now=now)
+    except OpsError:
+        return "UNREADABLE"
+    return f"{view['state']} {view['id']}" if view else "NONE"
+
+
 def use_execution(home: Home, action: str, operator: str | None, *, now: dt.datetime | None = None) -> dict:
     """Count one real execution of `action` against the ACTIVE window; refuses ALLOWLIST_VIOLATION and
     WINDOW_NOT_ACTIVE. Returns the window's view after the count."""

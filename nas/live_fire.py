@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -347,3 +348,24 @@ def run(home: Home, *, operator: str | None, now: dt.datetime | None = None, tri
         if receipt["errors"]:
             return finish("FAILED", receipt["errors"][0].split(":", 1)[0])
         return finish(COMPLETED, "OK")
+
+
+def cycle_step(home: Home, cycle_result: str, *, now: dt.datetime | None = None,
+               env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The daily cycle's live_fire_step: on app.yaml live_fire.weekday, when the cycle went well and every
+    precondition holds, run the live fire on behalf of the window's approvers; otherwise say why not."""
+    now = (now or clock_now()).astimezone(TZ)
+    weekday = config.load("app", home, env=env)["live_fire"]["weekday"]
+    today = DAYS[now.weekday()]
+    if cycle_result not in (COMPLETED, "WARN"):
+        return {"ran": False, "reason": f"CYCLE_{cycle_result}"}
+    if today != weekday:
+        return {"ran": False, "reason": f"NOT_LIVE_FIRE_DAY: {today}, the live fire runs on {weekday}"}
+    failing = [c["code"] for c in preconditions(home, now=now) if not c["ok"]]
+    if failing:
+        return {"ran": False, "reason": blocked_reason(failing), "failing": failing}
+    receipt = run(home, operator=None, now=now, trigger="cycle")
+    events.append(home, "OPS_LIVE_FIRE", correlation_id=f"live_fire-{receipt['run_id']}", result=receipt["result"],
+                  reason=receipt["reason"])
+    return {"ran": True, "result": receipt["result"], "reason": receipt["reason"], "failing": receipt["failing"],
+            "receipt": receipt["snapshot"]}
