@@ -168,11 +168,12 @@ def approve(home: Home, ident: str, key: str | int, operator: str, *, now: dt.da
         if appr["kind"] != approvals.REAL_ENABLE or appr["subject"] not in wins:
             raise OpsError("APPROVAL_UNBOUND", f"approval {appr['id']} is not bound to a real-enable window")
         w = wins[appr["subject"]]
-        state = _view(w, appr, known, now)["state"]
-        if state not in (PENDING_APPROVAL, EXPIRED):  # EXPIRED: add_key names the expired approval
-            raise OpsError("WINDOW_NOT_PENDING", f"window {w['id']} is {state}: it takes no more keys")
         probe = {**appr, "keys": dict(appr["keys"])}
-        if approvals.add_key(probe, key, operator, now):
+        completes = approvals.add_key(probe, key, operator, now)  # the approval's own rules name the refusal first
+        state = _view(w, appr, known, now)["state"]
+        if state != PENDING_APPROVAL:
+            raise OpsError("WINDOW_NOT_PENDING", f"window {w['id']} is {state}: it takes no more keys")
+        if completes:
             busy = [o["id"] for o in wins.values()
                     if o["id"] != w["id"] and _view(o, apprs.get(o["approval_id"]), known, now)["state"] == ACTIVE]
             if busy:
