@@ -98,6 +98,9 @@ def _show_switch(item: switches.Switch | switches.Gate) -> None:
     print(f"  set by: {item.by}")
     print(f"  at:     {item.at or '-'}")
     print(f"  reason: {item.reason or '-'}")
+    extra = getattr(item, "channel", None) or getattr(item, "window_id", None)
+    if extra:
+        print(f"  {'channel' if getattr(item, 'channel', None) else 'window'}: {extra}")
 
 
 def _switch_command(home: Home, args: argparse.Namespace) -> int:
