@@ -113,7 +113,8 @@ def preflight(home: Home, env: Mapping[str, str], day: dt.date | None) -> list[d
         app = config.load("app", home, env=env)
         notify = config.load("notify", home, env=env)
         config.load("strategies", home, env=env)
-        add("configs", True, "app, notify, strategies valid")
+        config.load("execution_allowlist", home, env=env)
+        add("configs", True, "app, notify, strategies, execution_allowlist valid")
     except config.ConfigError as exc:
         add("configs", False, str(exc))
         return checks
