@@ -256,7 +256,12 @@ def test_runbook_through_the_cli_under_faketime(home: Home, server: SlackServer)
     """docs/ops.md from "add operators" to "postmortem" with the real `krx`, the clock set by libfaketime."""
     make_outbox(home)
 
-    def run(stamp: str, *args: str, token: str | None = None) -> subprocess.CompletedProcess:
+    step = iter(range(60))
+
+    def run(stamp: str | None, *args: str, token: str | None = None) -> subprocess.CompletedProcess:
+        # each command a minute after the one before (Friday 10:00 Seoul = 01:00 UTC): every fake clock starts
+        # anew at its stamp, so equal stamps could put a later command before an earlier one's records
+        stamp = stamp or f"2026-12-04 01:{next(step):02d}:00"
         env = {k: v for k, v in os.environ.items() if not k.startswith("KRX__")}
         env.update(TZ="UTC", KRX_HOME=str(home.root), KRX__NOTIFY__ERROR_LOG_TO_SLACK="false")
         env.pop(operators.TOKEN_ENV, None)
@@ -265,7 +270,7 @@ def test_runbook_through_the_cli_under_faketime(home: Home, server: SlackServer)
         return subprocess.run([FAKETIME, stamp, sys.executable, "-m", "common.cli", "ops", *args], env=env,
                               cwd=home.root, capture_output=True, text=True, timeout=120)
 
-    fri = "2026-12-04 01:00:00"  # UTC: Friday 10:00 in Seoul
+    fri = None  # the next minute of Friday morning in Seoul
     alice = run(fri, "operator", "add", "alice").stdout.strip().splitlines()[-1]
     bob = run(fri, "operator", "add", "bob").stdout.strip().splitlines()[-1]
     req = run(fri, "window", "request", "--minutes", "30", "--reason", "weekly live fire", token=alice)
@@ -274,7 +279,7 @@ def test_runbook_through_the_cli_under_faketime(home: Home, server: SlackServer)
     assert run(fri, "approve", aid, "--key", "1", token=alice).returncode == 0
     assert run(fri, "approve", aid, "--key", "2", token=alice).returncode == 2  # SAME_OPERATOR
     two = run(fri, "approve", aid, "--key", "2", token=bob)
-    assert two.returncode == 0 and "ACTIVE until 2026-12-04T10:30" in two.stdout
+    assert two.returncode == 0 and "ACTIVE until 2026-12-04T10:3" in two.stdout
     assert run(fri, "gate", "REAL_ENABLED", "--reason", "weekly live fire", token=alice).returncode == 0
     assert run(fri, "sender", "on", "--reason", "weekly live fire", "--channel", "SLACK", token=bob).returncode == 0
     sat = run("2026-12-05 01:00:00", "live-fire", "run", token=bob)  # Saturday: refused, nothing used up
