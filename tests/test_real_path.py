@@ -201,3 +201,18 @@ def test_cli_status_commands_print_json(home: Home, ops: dict) -> None:
     r = krx("ops", "approve", view["approval"]["id"], "--key", "2", home=home, env={"KRX_OPERATOR_TOKEN": ops["bob"]})
     assert r.returncode == 2 and "SAME_OPERATOR" in r.stdout
     assert krx("ops", "window", "status", "W-nope", home=home).returncode == 2
+
+
+def test_switch_changes_name_the_operator(home: Home, ops: dict) -> None:
+    assert krx("ops", "estop", "on", "--reason", "drill", home=home,
+               env={"KRX_OPERATOR_TOKEN": ops["alice"]}).returncode == 0
+    assert krx("ops", "estop", "off", "--reason", "drill over", home=home).returncode == 0
+    bad = krx("ops", "sender", "on", "--reason", "x", home=home, env={"KRX_OPERATOR_TOKEN": "wrong"})
+    assert bad.returncode == 2 and "UNKNOWN_OPERATOR" in bad.stdout and not switches.sender(home).on
+    on, off = [e for e in events.read(home) if e["event"].startswith("EMERGENCY_STOP_")]
+    assert (on["operator"], off["operator"]) == ("alice", None) and "@" in off["by"]
+    assert switches.emergency_stop(home).by != "alice"  # the last change was made without a token
+    for bad_file in (home.root, home.root / "missing.token"):
+        r = krx("ops", "window", "request", "--minutes", "5", "--reason", "x", "--token-file", str(bad_file),
+                home=home)
+        assert r.returncode == 2 and "TOKEN_FILE_INVALID" in r.stdout
