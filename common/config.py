@@ -61,6 +61,19 @@ def _tax_table(v: Any) -> str | None:
     return "a list of {from: YYYY-MM-DD, <market>: bps 0..1000, ...} rows in increasing date order"
 
 
+def _hhmm(v: Any) -> str | None:
+    try:
+        dt.datetime.strptime(v, "%H:%M")
+        return None
+    except (TypeError, ValueError):
+        return "a time HH:MM"
+
+
+def _action_names(v: Any) -> str | None:
+    ok = all(isinstance(a, str) and a.replace("_", "").isalnum() and a.islower() for a in v)
+    return None if ok and len(set(v)) == len(v) else "a list of distinct names like live_fire (a-z, 0-9, _)"
+
+
 STRATEGY_RULES: dict[str, Rule] = {
     "rebalance": choice("month_end", "week_end", "every_n"),
     "rebalance_every_n": between(1, 10_000),
@@ -93,7 +106,14 @@ RULES: dict[str, dict[str, Rule]] = {
         "worker.max_attempts": between(1, 100),
         "worker.concurrency": between(1, 64),
         "sync.via": choice("rsync", "git"),
+        "real_path.approval_ttl_hours": between(1, 168),
+        "real_path.window_max_minutes": between(1, 120),
+        "real_path.max_real_executions": between(1, 10),
+        "live_fire.weekday": choice("MON", "TUE", "WED", "THU", "FRI"),
+        "live_fire.start": _hhmm,
+        "live_fire.end": _hhmm,
     },
+    "execution_allowlist": {"allowed": _action_names},
     "notify": {"delivery_policy": choice("CONSOLE_ONLY", "SLACK")},
     "strategies": {f"strategies.*.{k}": rule for k, rule in STRATEGY_RULES.items()},
 }

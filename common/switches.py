@@ -3,13 +3,18 @@
 Files: state/emergency_stop.json, state/sender.json, state/gate.json, written atomically. A missing file means the
 default (emergency stop off, sender OFF, gate DRY_RUN). A file that cannot be read or parsed means stopped, never
 "go": the emergency stop reads as on, the sender as off, the gate as MOCK_ONLY with `readable=False`.
-Every change is appended to the event log (common.events) with who (user@host), when and why.
+Every change is appended to the event log (common.events) with who (the operator, else user@host), when and why.
+
+The gate's REAL_ENABLED is set only while a two-key window is ACTIVE (common.window) and names that window; the
+*effective* gate (`gate`, `effective_gate`) reads REAL_ENABLED as DRY_RUN once the window is no longer ACTIVE, so an
+expired window needs no clean-up, and a hand-written REAL_ENABLED without a window is unreadable (MOCK_ONLY).
 
 `external_send_allowed(home)` is the one question a job asks before anything leaves the machine (Slack, ...).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import MutableMapping
@@ -17,9 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common import atomic, events
+from common import atomic, events, window
+from common.errors import REFUSED, OpsError
 from common.home import Home
-from common.log import now
+from common.log import now as clock_now
 
 ESTOP_FILE = "emergency_stop.json"
 SENDER_FILE = "sender.json"
@@ -38,8 +44,14 @@ MOCK_ONLY_ENV = {
 }
 
 
-class SwitchError(ValueError):
-    """A switch change was refused (bad value, missing reason, REAL_ENABLED without approval)."""
+class SwitchError(OpsError, ValueError):
+    """A switch change was refused (bad value, missing reason, REAL_ENABLED without an ACTIVE window)."""
+
+    def __init__(self, message: str, code: str = "SWITCH_REFUSED", exit_code: int = REFUSED):
+        super().__init__(code, message, exit_code)
+
+    def __str__(self) -> str:  # the message alone, as before the codes: callers print it after the switch name
+        return self.message
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,7 @@ class Switch:
     reason: str            # why
     readable: bool = True  # False: the state file is damaged and `on` is the fail-closed value
     error: str | None = None
+    channel: str | None = None  # the sender's real channel (SLACK) when it was turned on with one
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +77,7 @@ class Gate:
     reason: str
     readable: bool = True
     error: str | None = None
+    window_id: str | None = None  # REAL_ENABLED: the ACTIVE window it was set under
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +109,9 @@ def _switch(home: Home | str | os.PathLike, name: str, filename: str, default: b
         return Switch(name, fail_closed, "unknown", None, error, readable=False, error=error)
     if data is None:
         return Switch(name, default, "default", None, "never set")
-    return Switch(name, data["on"], str(data.get("by", "unknown")), data.get("at"), str(data.get("reason", "")))
+    channel = data.get("channel") if isinstance(data.get("channel"), str) else None
+    return Switch(name, data["on"], str(data.get("by", "unknown")), data.get("at"), str(data.get("reason", "")),
+                  channel=channel)
 
 
 def _check_reason(reason: str) -> str:
@@ -106,17 +122,18 @@ def _check_reason(reason: str) -> str:
 
 
 def _set_switch(home: Home | str | os.PathLike, name: str, filename: str, on: bool, reason: str,
-                current: Switch) -> Switch:
+                current: Switch, operator: str | None = None, channel: str | None = None) -> Switch:
     if not isinstance(on, bool):
         raise SwitchError(f"{name}: expected on=True or on=False, got {on!r}")
     home = Home.of(home)
     reason = _check_reason(reason)
-    record = {"schema": "switch/1", "name": name, "on": on, "by": events.who(),
-              "at": now().isoformat(timespec="seconds"), "reason": reason}
+    channel = channel if on else None
+    record = {"schema": "switch/1", "name": name, "on": on, "by": operator or events.who(),
+              "at": clock_now().isoformat(timespec="seconds"), "reason": reason, "channel": channel}
     atomic.write_json(home.state / filename, record)
-    events.append(home, f"{name.upper()}_{'ON' if on else 'OFF'}", switch=name, on=on,
-                  previous=current.on if current.readable else "unreadable", reason=reason)
-    return Switch(name, on, record["by"], record["at"], reason)
+    events.append(home, f"{name.upper()}_{'ON' if on else 'OFF'}", switch=name, on=on, operator=operator,
+                  previous=current.on if current.readable else "unreadable", reason=reason, channel=channel)
+    return Switch(name, on, record["by"], record["at"], reason, channel=channel)
 
 
 def emergency_stop(home: Home | str | os.PathLike) -> Switch:
@@ -124,8 +141,9 @@ def emergency_stop(home: Home | str | os.PathLike) -> Switch:
     return _switch(home, "emergency_stop", ESTOP_FILE, default=False, fail_closed=True)
 
 
-def set_emergency_stop(home: Home | str | os.PathLike, on: bool, reason: str) -> Switch:
-    return _set_switch(home, "emergency_stop", ESTOP_FILE, on, reason, emergency_stop(home))
+def set_emergency_stop(home: Home | str | os.PathLike, on: bool, reason: str, *,
+                       operator: str | None = None) -> Switch:
+    return _set_switch(home, "emergency_stop", ESTOP_FILE, on, reason, emergency_stop(home), operator)
 
 
 def sender(home: Home | str | os.PathLike) -> Switch:
@@ -133,8 +151,16 @@ def sender(home: Home | str | os.PathLike) -> Switch:
     return _switch(home, "sender", SENDER_FILE, default=False, fail_closed=False)
 
 
-def set_sender(home: Home | str | os.PathLike, on: bool, reason: str) -> Switch:
-    return _set_switch(home, "sender", SENDER_FILE, on, reason, sender(home))
+SENDER_CHANNELS = ("SLACK",)
+
+
+def set_sender(home: Home | str | os.PathLike, on: bool, reason: str, *, operator: str | None = None,
+               channel: str | None = None) -> Switch:
+    """`channel` names the real channel the live fire sends through (SLACK); kept only while the sender is on."""
+    if channel is not None and channel not in SENDER_CHANNELS:
+        raise SwitchError(f"sender: channel must be one of {', '.join(SENDER_CHANNELS)}, got {channel!r}",
+                          "BAD_CHANNEL", 3)
+    return _set_switch(home, "sender", SENDER_FILE, on, reason, sender(home), operator, channel)
 
 
 def gate_state(home: Home | str | os.PathLike) -> Gate:
@@ -143,39 +169,59 @@ def gate_state(home: Home | str | os.PathLike) -> Gate:
     data, error = _read(path)
     if error is None and data is not None and data.get("mode") not in GATE_MODES:
         error = f"{GATE_FILE}: mode {data.get('mode')!r} is not one of {', '.join(GATE_MODES)}"
-    if error is None and data is not None and data.get("mode") == REAL_ENABLED:
-        # REAL_ENABLED needs a two-key approval that does not exist yet: a hand-written file cannot grant it
-        error = f"{GATE_FILE}: REAL_ENABLED without a two-key approval"
+    if error is None and data is not None and data.get("mode") == REAL_ENABLED and not isinstance(
+            data.get("window_id"), str):
+        # set_gate always names the window: a REAL_ENABLED without one was written by hand
+        error = f"{GATE_FILE}: REAL_ENABLED without a real-enable window"
     if error:
         return Gate(MOCK_ONLY, "unknown", None, error, readable=False, error=error)
     if data is None:
         return Gate(DEFAULT_GATE, "default", None, "never set")
-    return Gate(data["mode"], str(data.get("by", "unknown")), data.get("at"), str(data.get("reason", "")))
+    return Gate(data["mode"], str(data.get("by", "unknown")), data.get("at"), str(data.get("reason", "")),
+                window_id=data.get("window_id") if data["mode"] == REAL_ENABLED else None)
+
+
+def effective_gate(home: Home | str | os.PathLike, *, now: dt.datetime | None = None) -> str:
+    """The gate every reader uses: REAL_ENABLED only while the window it was set under is ACTIVE, else DRY_RUN;
+    MOCK_ONLY when the file is unreadable."""
+    g = gate_state(home)
+    if g.mode != REAL_ENABLED:
+        return g.mode
+    current = window.active(Home.of(home), now=now)
+    return REAL_ENABLED if current is not None and current["id"] == g.window_id else DRY_RUN
 
 
 def gate(home: Home | str | os.PathLike) -> str:
-    """MOCK_ONLY | DRY_RUN | REAL_ENABLED; DRY_RUN by default, MOCK_ONLY (the most closed) when unreadable."""
-    return gate_state(home).mode
+    """The effective gate: MOCK_ONLY | DRY_RUN | REAL_ENABLED; DRY_RUN by default, MOCK_ONLY when unreadable."""
+    return effective_gate(home)
 
 
-def set_gate(home: Home | str | os.PathLike, mode: str, reason: str) -> Gate:
+def set_gate(home: Home | str | os.PathLike, mode: str, reason: str, *, operator: str | None = None,
+             now: dt.datetime | None = None) -> Gate:
     home = Home.of(home)
     mode = str(mode).upper()
     if mode not in GATE_MODES:
         raise SwitchError(f"gate: expected one of {', '.join(GATE_MODES)}, got {mode!r}")
     reason = _check_reason(reason)
     current = gate_state(home)
+    active = None
     if mode == REAL_ENABLED:
-        events.append(home, "GATE_CHANGE_REFUSED", requested=mode, current=current.mode, reason=reason,
-                      why="two-key approval required")
-        raise SwitchError("gate: REAL_ENABLED is refused: it needs a two-key approval, and the approval "
-                          "workflow does not exist yet; the gate stays " + current.mode)
-    record = {"schema": "gate/1", "mode": mode, "by": events.who(),
-              "at": now().isoformat(timespec="seconds"), "reason": reason}
+        active = window.active(home, now=now)
+        code, why = (("OPERATOR_REQUIRED", "it needs an operator") if not operator else
+                     ("WINDOW_NOT_ACTIVE", "no real-enable window is ACTIVE") if active is None else ("", ""))
+        if code:
+            events.append(home, "GATE_CHANGE_REFUSED", requested=mode, current=current.mode, reason=reason,
+                          operator=operator, code=code, why=why)
+            raise SwitchError(f"gate: REAL_ENABLED is refused: {why}; it needs a window with a two-key approval "
+                              f"(krx ops window request, then two operators approve); the gate stays {current.mode}",
+                              code)
+    record = {"schema": "gate/1", "mode": mode, "by": operator or events.who(),
+              "at": (now or clock_now()).isoformat(timespec="seconds"), "reason": reason,
+              "window_id": active["id"] if active else None}
     atomic.write_json(home.state / GATE_FILE, record)
     events.append(home, "GATE_SET", mode=mode, previous=current.mode if current.readable else "unreadable",
-                  reason=reason)
-    return Gate(mode, record["by"], record["at"], reason)
+                  reason=reason, operator=operator, window_id=record["window_id"])
+    return Gate(mode, record["by"], record["at"], reason, window_id=record["window_id"])
 
 
 def enforce_mock_only(home: Home | str | os.PathLike, environ: MutableMapping[str, str] | None = None) -> bool:

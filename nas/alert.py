@@ -223,7 +223,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="send again even if today's alert was already sent")
 
 
-def _read_outbox(path: Path) -> dict | None:
+def read_outbox(path: Path) -> dict | None:
     """The day's outbox; {} when there is none, None when it exists but cannot be read (it may record a send)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
 
     messages = slack.build_messages(alert.blocks, alert.text)
     box_path = outbox_path(home, alert.day)
-    previous = _read_outbox(box_path)
+    previous = read_outbox(box_path)
     if previous is None:  # fail closed: a damaged outbox may hide a send, so it counts as one
         sends: list[dict] = [{"sent_at": "unknown", "channel": "unknown", "note": f"{box_path.name} was unreadable"}]
     elif previous.get("date") == scan["asof"]:

@@ -1,7 +1,8 @@
 """`krx ops cycle [--date D]`: the NAS's daily run, in the order the runbook asks for.
 
 preflight (dependencies, configs, home writable, credentials, free disk) -> emergency stop -> gate ->
-ingest -> scan -> alert -> request (-> sync push when app.yaml sync.remote is set).
+ingest -> scan -> alert -> request (-> sync push when app.yaml sync.remote is set) -> live_fire_step (on
+app.yaml live_fire.weekday, when every live fire precondition holds; otherwise the receipt says why not).
 
 Each step runs as its own process (`python -m common.cli <step> ...`): its exit code is real (0 ok, 2 blocked,
 3 failed) and a crash of one cannot take the cycle down. Under MOCK_ONLY the children get the sample source and no
@@ -9,7 +10,8 @@ Slack through the environment, on top of `switches.external_send_allowed` saying
 
 Every run writes a receipt (schema ops_run_receipt/1) to reports/ops/daily/ops_report_latest.json and
 reports/ops/daily/snapshots/ops_run_<YYYYMMDD-HHMMSS>.json, appends its events with the day's correlation id, and
-exits 0 (COMPLETED or WARN), 2 (BLOCKED by a safety check) or 3 (FAILED).
+exits 0 (COMPLETED or WARN), 2 (BLOCKED by a safety check, a failed preflight included: it also writes
+reports/tickets/preflight/<run_id>.json) or 3 (FAILED).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common import atomic, config, events, log, switches
+from common import atomic, config, events, log, switches, window
 from common.cli import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK
 from common.home import Home
 
@@ -111,7 +113,8 @@ def preflight(home: Home, env: Mapping[str, str], day: dt.date | None) -> list[d
         app = config.load("app", home, env=env)
         notify = config.load("notify", home, env=env)
         config.load("strategies", home, env=env)
-        add("configs", True, "app, notify, strategies valid")
+        config.load("execution_allowlist", home, env=env)
+        add("configs", True, "app, notify, strategies, execution_allowlist valid")
     except config.ConfigError as exc:
         add("configs", False, str(exc))
         return checks
@@ -203,8 +206,10 @@ def _modes(home: Home, env: Mapping[str, str]) -> dict[str, str]:
     return {
         "emergency_stop": ("ON" if stop.on else "OFF") if stop.readable else "UNREADABLE",
         "gate": g.mode if g.readable else "UNREADABLE",
+        "effective_gate": switches.effective_gate(home) if g.readable else "UNREADABLE",
         "delivery_policy": policy,
         "sender": ("ON" if snd.on else "OFF") if snd.readable else "UNREADABLE",
+        "window": window.describe(home),
     }
 
 
@@ -241,8 +246,9 @@ def _write_receipt(home: Home, receipt: dict) -> Path:
 class _Run:
     """One cycle's state as it goes; `finish()` writes the receipt and the closing event."""
 
-    def __init__(self, home: Home, day: dt.date | None, base_env: Mapping[str, str] | None):
-        self.home, self.day = home, day
+    def __init__(self, home: Home, day: dt.date | None, base_env: Mapping[str, str] | None,
+                 now: dt.datetime | None = None):
+        self.home, self.day, self.now = home, day, now
         self.started_at = log.now()
         self.t0 = time.monotonic()
         self.run_id = f"{self.started_at:%Y%m%d-%H%M%S}"
@@ -255,6 +261,7 @@ class _Run:
         self.result, self.reason = COMPLETED, "OK"
         self.asof: dt.date | None = day
         self.cid: str | None = None
+        self.live_fire_step: dict[str, Any] | None = None  # None: the cycle stopped before it
 
     def emit(self, name: str, **fields: Any) -> None:
         _emit(self.home, name, self.cid, self.warnings, run_id=self.run_id, **fields)
@@ -265,6 +272,7 @@ class _Run:
             "finished_at": log.now().isoformat(timespec="seconds"), "result": self.result, "reason": self.reason,
             "date": self.asof.isoformat() if self.asof else None, "correlation_id": self.cid,
             "steps": [asdict(s) for s in self.steps], "observed_modes": _modes(self.home, self.env),
+            "live_fire_step": self.live_fire_step or {"ran": False, "reason": f"CYCLE_{self.result}"},
             "warnings": self.warnings, "preflight": self.checks,
             "elapsed_ms": int((time.monotonic() - self.t0) * 1000),
         }
@@ -281,11 +289,12 @@ class _Run:
         return rc, receipt
 
 
-def run_cycle(home: Home, day: dt.date | None = None, *,
-              base_env: Mapping[str, str] | None = None) -> tuple[int, dict]:
+def run_cycle(home: Home, day: dt.date | None = None, *, base_env: Mapping[str, str] | None = None,
+              now: dt.datetime | None = None) -> tuple[int, dict]:
     """Run the daily cycle once; returns (exit code, receipt). The receipt is also written to disk, whatever
-    happens: an unexpected error inside the cycle itself is a FAILED run (CYCLE_ERROR), not a missing receipt."""
-    run = _Run(home, day, base_env)
+    happens: an unexpected error inside the cycle itself is a FAILED run (CYCLE_ERROR), not a missing receipt.
+    `now` is the clock of the live fire step (tests inject it; the real Seoul time otherwise)."""
+    run = _Run(home, day, base_env, now)
     try:
         _cycle(run)
     except Exception as exc:
@@ -310,8 +319,14 @@ def _cycle(run: _Run) -> None:
         run.warnings.append(f"EVENT_LOG_TAMPERED: {log_msg}")
         log.event(_log, "OPS_EVENT_LOG_TAMPERED", log_msg, level=logging.ERROR)
     if failed:
-        run.result, run.reason = FAILED, "PREFLIGHT_FAIL"
+        run.result, run.reason = BLOCKED, "PREFLIGHT_FAIL"
         run.emit("OPS_CYCLE_START", gate=g.mode)
+        try:
+            atomic.write_json(home.reports / "tickets" / "preflight" / f"{run.run_id}.json", {
+                "schema": "preflight_ticket/1", "run_id": run.run_id, "at": run.started_at.isoformat(
+                    timespec="seconds"), "failing": failed, "checks": checks})
+        except OSError as exc:
+            run.warnings.append(f"TICKET_WRITE_FAILED: {exc.strerror}")
         return
     from common import calendar
 
@@ -388,6 +403,11 @@ def _cycle(run: _Run) -> None:
                 skip_rest = f"skipped: {name} was blocked"
             elif run.result == COMPLETED:
                 run.result, run.reason = WARN, f"STEP_BLOCKED:{name}"
+    from nas import live_fire
+
+    run.live_fire_step = live_fire.cycle_step(home, run.result, now=run.now, env=env)
+    if run.live_fire_step.get("result") == FAILED:
+        run.result, run.reason = FAILED, "STEP_FAILED:live_fire"
     if run.result == COMPLETED:
         if run.warnings:
             run.result, run.reason = WARN, run.warnings[0].split(":", 1)[0]

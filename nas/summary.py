@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common import atomic, config, events, log, switches
+from common import atomic, config, events, log, switches, window
 from common.home import DEFAULT_CONFIGS, Home
 
 SCHEMA = "ops_summary/1"
@@ -233,10 +233,13 @@ def build(home: Home, now: dt.datetime | None = None, env: Mapping[str, str] | N
             "emergency_stop": stop.to_dict(),
             "sender": snd.to_dict(),
             "gate": g.to_dict(),
+            # what every reader acts on: REAL_ENABLED only inside its ACTIVE window (common.window)
+            "effective_gate": {"mode": switches.effective_gate(home, now=now), "reason": "the gate as read"},
+            "window": {"mode": window.describe(home, now=now), "reason": "the ACTIVE or newest real-enable window"},
         },
         "last_run": None if receipt is None else {
             k: receipt.get(k) for k in ("run_id", "started_at", "finished_at", "result", "reason", "date",
-                                        "correlation_id", "steps", "observed_modes", "snapshot")
+                                        "correlation_id", "steps", "observed_modes", "live_fire_step", "snapshot")
         },
         "last_run_error": receipt_error,
         "event_log": {"ok": ok, "first_bad_line": bad_line, "message": msg},

@@ -90,7 +90,9 @@ def _receipt(home: Home) -> dict:
     assert receipt["schema"] == "ops_run_receipt/1"
     for key in ("run_id", "started_at", "finished_at", "result", "reason", "steps", "observed_modes"):
         assert key in receipt
-    assert set(receipt["observed_modes"]) == {"emergency_stop", "gate", "delivery_policy", "sender"}
+    assert set(receipt["observed_modes"]) == {"emergency_stop", "gate", "effective_gate", "delivery_policy",
+                                              "sender", "window"}
+    assert set(receipt["live_fire_step"]) >= {"ran", "reason"}
     snap = home.root / receipt["snapshot"]
     assert snap.parent == home.reports / "ops" / "daily" / "snapshots" and snap.name.startswith("ops_run_")
     assert json.loads(snap.read_text(encoding="utf-8")) == receipt
@@ -155,19 +157,22 @@ def test_corrupt_state_file_blocks(home: Home, env: dict[str, str], filename: st
 def test_preflight_missing_credentials_fails_before_anything_runs(home: Home, env: dict[str, str]) -> None:
     env["KRX__APP__SOURCE"] = "pykrx"  # needs KRX_ID / KRX_PW, which the clean environment does not have
     rc, r = cycle.run_cycle(home, TRADING_DAY, base_env=env)
-    assert rc == 3 and (r["result"], r["reason"]) == ("FAILED", "PREFLIGHT_FAIL")
+    assert rc == 2 and (r["result"], r["reason"]) == ("BLOCKED", "PREFLIGHT_FAIL")
     assert [s["name"] for s in r["steps"]] == ["preflight"]
     assert "credentials" in r["steps"][0]["details"] and "source:pykrx" in r["steps"][0]["details"]
+    ticket = json.loads((home.reports / "tickets" / "preflight" / f"{r['run_id']}.json").read_text())
+    assert [c["check"] for c in ticket["failing"]] == ["credentials"] and not ticket["failing"][0]["ok"]
+    assert r["live_fire_step"] == {"ran": False, "reason": "CYCLE_BLOCKED"}
 
 
 def test_preflight_low_disk_and_bad_config(home: Home, env: dict[str, str]) -> None:
     env["KRX__APP__OPS__MIN_FREE_DISK_MB"] = str(10**12)
     rc, r = cycle.run_cycle(home, TRADING_DAY, base_env=env)
-    assert rc == 3 and r["reason"] == "PREFLIGHT_FAIL" and "free_disk" in r["steps"][0]["details"]
+    assert rc == 2 and r["reason"] == "PREFLIGHT_FAIL" and "free_disk" in r["steps"][0]["details"]
     del env["KRX__APP__OPS__MIN_FREE_DISK_MB"]
     (home.configs / "notify.yaml").write_text("delivery_policy: CARRIER_PIGEON\n", encoding="utf-8")
     rc, r = cycle.run_cycle(home, TRADING_DAY, base_env=env)
-    assert rc == 3 and "delivery_policy" in r["steps"][0]["details"]
+    assert rc == 2 and "delivery_policy" in r["steps"][0]["details"]
 
 
 def test_non_trading_day_completes_with_data_steps_skipped(home: Home, env: dict[str, str], tmp_path: Path) -> None:

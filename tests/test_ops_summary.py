@@ -87,10 +87,16 @@ def test_emergency_stop_and_unreadable_state(home: Home, env: dict[str, str]) ->
 
 def test_last_run_failed_and_blocked(home: Home, env: dict[str, str]) -> None:
     rc, _ = cycle.run_cycle(home, DAY, base_env={**env, "KRX__APP__SOURCE": "pykrx"})  # no KRX_ID: preflight fails
-    assert rc == 3
-    risk = _codes(home, env)["LAST_RUN_FAILED"]
+    assert rc == 2  # the runbook: a failed preflight is BLOCKED (PREFLIGHT_FAIL)
+    risk = _codes(home, env)["LAST_RUN_BLOCKED"]
     assert "PREFLIGHT_FAIL" in risk["message"] and risk["evidence_refs"][0].startswith("reports/ops/daily/snapshots/")
+    (home.data / "eod").mkdir(parents=True, exist_ok=True)
+    (home.data / "eod" / "manifest.json").write_text("{broken", encoding="utf-8")  # ingest cannot read its store
+    assert cycle.run_cycle(home, DAY, base_env=env)[0] == 3
+    risk = _codes(home, env)["LAST_RUN_FAILED"]
+    assert "STEP_FAILED:ingest" in risk["message"] and risk["evidence_refs"][0].startswith("reports/ops/daily/")
     assert summary.build(home, NOW, env=env)["overall_status"] == "WARN"
+    (home.data / "eod" / "manifest.json").unlink()
     switches.set_emergency_stop(home, True, "x")
     assert cycle.run_cycle(home, DAY, base_env=env)[0] == 2
     switches.set_emergency_stop(home, False, "y")
