@@ -313,3 +313,46 @@ def test_next_open_decides_at_the_close_and_fills_at_the_next_open():
     assert first.shares.iloc[0] == np.floor(0.99 * 1_000_000 / 2 / closes.loc["2024-01-31", "X"])
     assert first.slippage.iloc[0] == pytest.approx(first.value.iloc[0] * 0.001)
     assert r.equity["2024-01-31"] == 1_000_000  # nothing traded at the decision's close
+
+
+# --- corporate actions ---------------------------------------------------------------------------------------------
+
+
+def split_market() -> dict[str, pd.DataFrame]:
+    """D (held from Jan 31) splits 5:1 on Feb 15; R, cheap and falling, has a 1:10 reverse split on Mar 15.
+    base is KRX's base price: the previous close, or the previous close / factor on an action day."""
+    closes = quarter()
+    closes["R"] = 200 * 0.995 ** np.arange(len(Q_INDEX))
+    base = closes.shift(1)
+    k, r = Q_INDEX.get_loc(pd.Timestamp("2024-02-15")), Q_INDEX.get_loc(pd.Timestamp("2024-03-15"))
+    raw = closes.copy()
+    raw.iloc[k:, raw.columns.get_loc("D")] /= 5
+    raw.iloc[r:, raw.columns.get_loc("R")] *= 10
+    base = raw.shift(1)
+    base.iloc[k, base.columns.get_loc("D")] = raw["D"].iloc[k - 1] / 5
+    base.iloc[r, base.columns.get_loc("R")] = raw["R"].iloc[r - 1] * 10
+    return {"close": raw.round(), "base": base.round(), "adjusted": closes}
+
+
+def test_a_split_changes_the_shares_not_the_value_and_a_reverse_split_does_not_rank_first():
+    m = split_market()
+    r = engine.run({"close": m["close"], "base": m["base"]}, params(top_n=1, fractional_shares=False))
+    bought = r.trades.iloc[0]
+    assert bought.ticker == "D" and bought.date == pd.Timestamp("2024-01-31")
+    day = pd.Timestamp("2024-02-15")
+    before, after = r.equity[day - pd.offsets.BDay(1)], r.equity[day]
+    # no jump: the day's move is D's own (adjusted) move, not -80%
+    d_move = m["adjusted"].loc[day, "D"] / m["adjusted"].loc[day - pd.offsets.BDay(1), "D"] - 1
+    invested = r.exposure[day - pd.offsets.BDay(1)]
+    assert after / before - 1 == pytest.approx(invested * d_move, abs=2e-3)
+    assert not (r.trades.date == day).any()  # nothing sold: no stop-loss, no abnormal print
+    assert any("corporate action 2024-02-15 D: factor 5" in n for n in r.notes)
+    sold = r.trades[(r.trades.ticker == "D") & (r.trades.side == "SELL")].iloc[0]
+    assert sold.date > day and sold.shares == bought.shares * 5  # the held shares were multiplied by 5
+    # ranking on adjusted prices: R's tenfold print is not a +900% return
+    ctx = strategy.Indicators.build({"close": m["close"], "base": m["base"]}, params(top_n=1))
+    i = ctx.row(pd.Timestamp("2024-03-15"))
+    d = strategy.decide(ctx, i, {})
+    assert d.rank[ctx.col("R")] != 1
+    raw_only = strategy.Indicators.build({"close": m["close"]}, params(top_n=1))
+    assert strategy.decide(raw_only, i, {}).rank[raw_only.col("R")] == 1  # what raw prices would have done
