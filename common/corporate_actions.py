@@ -1,0 +1,89 @@
+"""Corporate actions (splits, reverse splits, bonus and rights issues) from KRX's base price: the one place that
+knows them.
+
+KRX computes each row's change (CMPPREVDD_PRC, FLUC_RT) against a base price: the previous close on an ordinary
+day, the previous close adjusted by the action's ratio on an action day (005930's 50:1 split on 2018-05-04: close
+51,900, change -1,100, so base 53,000 = 2,650,000 / 50). The store keeps that base (common.store, column `base`),
+so an action shows as a base that differs from the previous close, and its factor is previous close / base.
+
+A factor is the number of new shares per old share: 50 for a split of 1 share into 50, 0.1 for 10 shares merged
+into 1. Holdings are multiplied by it on its day; prices before it are divided by it (`adjust`).
+
+Dividends are not corporate actions here: KRX does not move the base price for a cash dividend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# |previous close - base| above this (won) is an action. On an ordinary day KRX's base is the previous close to the
+# won; on an action day it is the previous close / ratio rounded to the won, hence the tolerance of 1.
+TOLERANCE_WON = 1.0
+MAX_TERM = 50  # ratios n/m with n, m <= MAX_TERM count as simple (2, 5, 50, 0.1, 1.5, ...)
+
+
+def _simple_ratios(limit: int) -> np.ndarray:
+    """Every distinct n/m with 1 <= n, m <= limit, simplest first (smallest n + m), so ties go to simple ones."""
+    n, m = np.meshgrid(np.arange(1, limit + 1), np.arange(1, limit + 1), indexing="ij")
+    n, m = n.ravel(), m.ravel()
+    keep = np.gcd(n, m) == 1
+    n, m = n[keep], m[keep]
+    order = np.lexsort((m, n + m))
+    return (n[order] / m[order]).astype(float)
+
+
+_RATIOS = _simple_ratios(MAX_TERM)
+_CHUNK = 4096  # action cells per pass: a panel of bad bases costs time, never a 1,500-times-larger array
+
+
+def previous_close(close: np.ndarray) -> np.ndarray:
+    """For each row, the close of the ticker's previous row with a close (NaN for its first one)."""
+    close = np.asarray(close, dtype=float)
+    rows = np.arange(close.shape[0])[:, None]
+    last = np.where(np.isnan(close), -1, rows)
+    last = np.maximum.accumulate(last, axis=0)  # the latest row up to t that has a close
+    prev_row = np.vstack([np.full((1, close.shape[1]), -1), last[:-1]])
+    prev = np.take_along_axis(close, np.maximum(prev_row, 0), axis=0)
+    return np.where(prev_row >= 0, prev, np.nan)
+
+
+def factors(close: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Per-row adjustment factors (rows x tickers): close of the previous row with a close / base of the row, snapped
+    to a simple ratio n/m (n, m <= 50) when that ratio reproduces the base to the won, else the raw ratio (a rights
+    issue's theoretical ex-rights price is no simple ratio). 1.0 where there is no action (base within a won of the
+    previous close), no previous close, or no base or close (NaN: an old store row, no row, a listing)."""
+    close = np.asarray(close, dtype=float)
+    base = np.asarray(base, dtype=float)
+    if close.shape != base.shape:
+        raise ValueError(f"close and base panels differ in shape: {close.shape} vs {base.shape}")
+    out = np.ones(close.shape)
+    prev = previous_close(close)
+    with np.errstate(invalid="ignore"):
+        action = (np.abs(prev - base) > TOLERANCE_WON) & ~np.isnan(close) & (base > 0) & (prev > 0)
+    if not action.any():
+        return out
+    p, b = prev[action], base[action]
+    out[action] = np.concatenate([_snap(p[i:i + _CHUNK], b[i:i + _CHUNK]) for i in range(0, len(p), _CHUNK)])
+    return out
+
+
+def _snap(prev: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """The factor of each action cell: the simple ratio that gives the base to the won, else prev / base."""
+    quotient = prev[:, None] / _RATIOS[None, :]  # action cells x ratios
+    fits = np.abs(np.round(quotient) - base[:, None]) <= TOLERANCE_WON
+    # among the ratios that fit, the one closest to the unrounded division, the simplest on a tie
+    best = np.argmin(np.where(fits, np.abs(quotient - base[:, None]), np.inf), axis=1)
+    return np.where(fits.any(axis=1), _RATIOS[best], prev / base)
+
+
+def adjust(prices: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """Backward-adjusted prices: each row divided by the product of the factors of every later row of its ticker,
+    so the last row is the raw price and an action day shows no jump. Any float panel (closes, opens); NaN stays."""
+    prices = np.asarray(prices, dtype=float)
+    factors = np.asarray(factors, dtype=float)
+    if prices.shape != factors.shape:
+        raise ValueError(f"price and factor panels differ in shape: {prices.shape} vs {factors.shape}")
+    later = np.ones(factors.shape)
+    if len(factors) > 1:
+        later[:-1] = np.cumprod(factors[:0:-1], axis=0)[::-1]
+    return prices / later
