@@ -42,7 +42,7 @@ def previous_close(close: np.ndarray) -> np.ndarray:
     rows = np.arange(close.shape[0])[:, None]
     last = np.where(np.isnan(close), -1, rows)
     last = np.maximum.accumulate(last, axis=0)  # the latest row up to t that has a close
-    prev_row = np.vstack([np.full((1, close.shape[1]), -1), last[:-1]])
+    prev_row = np.vstack([np.full((1, close.shape[1]), -1), last[:-1]])[: len(close)]
     prev = np.take_along_axis(close, np.maximum(prev_row, 0), axis=0)
     return np.where(prev_row >= 0, prev, np.nan)
 
