@@ -271,7 +271,8 @@ def _parse(rows: list[dict]) -> pd.DataFrame:
     raw = pd.DataFrame(rows)
     out = pd.DataFrame(index=pd.Index(raw["ISU_SRT_CD"].astype(str), name="ticker"))
     for field, col in _RAW.items():
-        text = raw[field].astype(str) if field in raw else pd.Series("0", index=raw.index)
+        # a field absent from a row reads like KRX's "-": no value
+        text = raw[field].fillna("").astype(str) if field in raw else pd.Series("0", index=raw.index)
         text = text.str.replace(r"[^-\w\.]", "", regex=True).str.replace(r"-$", "0", regex=True).replace("", "0")
         values = text.to_numpy()
         out[col] = values.astype(np.float64) if col == "change_pct" else values.astype(np.int64)
