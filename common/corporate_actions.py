@@ -23,17 +23,12 @@ MAX_TERM = 50  # ratios n/m with n, m <= MAX_TERM count as simple (2, 5, 50, 0.1
 
 
 def _simple_ratios(limit: int) -> np.ndarray:
-    """Every distinct n/m with 1 <= n, m <= limit, simplest first (smallest n + m), so ties go to simple ones."""
-    n, m = np.meshgrid(np.arange(1, limit + 1), np.arange(1, limit + 1), indexing="ij")
-    n, m = n.ravel(), m.ravel()
-    keep = np.gcd(n, m) == 1
-    n, m = n[keep], m[keep]
-    order = np.lexsort((m, n + m))
-    return (n[order] / m[order]).astype(float)
+    """Every distinct n/m with 1 <= n, m <= limit, ascending (equal fractions divide to the same float)."""
+    terms = np.arange(1, limit + 1, dtype=float)
+    return np.unique(terms[:, None] / terms[None, :])
 
 
 _RATIOS = _simple_ratios(MAX_TERM)
-_CHUNK = 4096  # action cells per pass: a panel of bad bases costs time, never a 1,500-times-larger array
 
 
 def previous_close(close: np.ndarray) -> np.ndarray:
@@ -62,18 +57,32 @@ def factors(close: np.ndarray, base: np.ndarray) -> np.ndarray:
         action = (np.abs(prev - base) > TOLERANCE_WON) & ~np.isnan(close) & (base > 0) & (prev > 0)
     if not action.any():
         return out
-    p, b = prev[action], base[action]
-    out[action] = np.concatenate([_snap(p[i:i + _CHUNK], b[i:i + _CHUNK]) for i in range(0, len(p), _CHUNK)])
+    out[action] = _snap(prev[action], base[action])
     return out
 
 
 def _snap(prev: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """The factor of each action cell: the simple ratio that gives the base to the won, else prev / base."""
-    quotient = prev[:, None] / _RATIOS[None, :]  # action cells x ratios
-    fits = np.abs(np.round(quotient) - base[:, None]) <= TOLERANCE_WON
-    # among the ratios that fit, the one closest to the unrounded division, the simplest on a tie
-    best = np.argmin(np.where(fits, np.abs(quotient - base[:, None]), np.inf), axis=1)
-    return np.where(fits.any(axis=1), _RATIOS[best], prev / base)
+    """The factor of each action cell: the simple ratio r whose round(prev / r) is within a won of the base (the
+    one closest to it unrounded when several are), else the raw ratio prev / base."""
+    out = prev / base
+    best = np.full(len(prev), np.inf)
+    # only ratios between prev / (base + 1.5) and prev / (base - 1.5) can fit: a handful at any price above a few
+    # won, so this costs a few passes over the action cells, not one per simple ratio
+    margin = TOLERANCE_WON + 0.5 + 1e-6
+    lo = np.searchsorted(_RATIOS, prev / (base + margin))
+    hi = np.full(len(prev), len(_RATIOS))
+    above = base > margin
+    hi[above] = np.searchsorted(_RATIOS, prev[above] / (base[above] - margin), side="right")
+    for k in range(int((hi - lo).max(initial=0))):
+        cells = np.flatnonzero(lo + k < hi)
+        ratio = _RATIOS[lo[cells] + k]
+        quotient = prev[cells] / ratio
+        fits = np.abs(np.round(quotient) - base[cells]) <= TOLERANCE_WON
+        err = np.where(fits, np.abs(quotient - base[cells]), np.inf)
+        better = err < best[cells]
+        best[cells[better]] = err[better]
+        out[cells[better]] = ratio[better]
+    return out
 
 
 def adjust(prices: np.ndarray, factors: np.ndarray) -> np.ndarray:
@@ -83,7 +92,10 @@ def adjust(prices: np.ndarray, factors: np.ndarray) -> np.ndarray:
     factors = np.asarray(factors, dtype=float)
     if prices.shape != factors.shape:
         raise ValueError(f"price and factor panels differ in shape: {prices.shape} vs {factors.shape}")
-    later = np.ones(factors.shape)
-    if len(factors) > 1:
-        later[:-1] = np.cumprod(factors[:0:-1], axis=0)[::-1]
-    return prices / later
+    out = prices.copy()
+    cols = np.flatnonzero((factors[1:] != 1).any(axis=0))  # a first row's factor moves nothing before it
+    if len(cols):
+        later = np.ones((len(factors), len(cols)))
+        later[:-1] = np.cumprod(factors[:0:-1, cols], axis=0)[::-1]
+        out[:, cols] /= later
+    return out
