@@ -1,16 +1,20 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from common import corporate_actions
+from common import config, corporate_actions
 from common.calendar import TradingCalendar
+from common.home import Home
 from common.store import validate_day
+from common.strategy import momentum_score
 from nas.sources.sample import ETF_TICKER, SPLITS, SampleSource
 
 START, END = dt.date(2019, 1, 2), dt.date(2020, 12, 30)
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _panel(src: SampleSource, cal: TradingCalendar) -> pd.DataFrame:
@@ -132,3 +136,26 @@ def test_split_tickers_the_strategy_can_hold(cal: TradingCalendar) -> None:
     for s in forward + reverse:
         assert close[s.ticker].notna().all()
         assert value[s.ticker].rolling(20).mean().dropna().min() > 1e9  # above the strategy's value floor
+
+
+def test_split_tickers_rank_among_the_picks_before_their_split(cal: TradingCalendar) -> None:
+    """The run-up before a split puts the stock in the default TopN by the strategy's score (on adjusted prices,
+    above the value floor) at the month-end before the split, with the regime on, so a backtest buys it there
+    and holds it through the split."""
+    params = config.load("strategies", Home(REPO))["strategies"]["momentum_topN_v1"]
+    src = SampleSource(cal, tickers=300)
+    for ticker in ("091990", "093370", "097770"):
+        split = next(s for s in SPLITS if s.ticker == ticker)
+        days = cal.sessions(split.day - dt.timedelta(days=400), split.day)
+        month_end = max(d for d in days if d.month != split.day.month or d.year != split.day.year)
+        rows = pd.concat(src.fetch_days([d for d in days if d <= month_end]).values())
+        close, base, value = (rows.pivot(index="date", columns="ticker", values=v) for v in ("close", "base", "value"))
+        adjusted = corporate_actions.adjust(close.to_numpy(), corporate_actions.factors(close.to_numpy(),
+                                                                                        base.to_numpy()))
+        score = pd.Series(momentum_score(adjusted, params["lookbacks"], params["weights"], rows=[len(close) - 1])[0],
+                          index=close.columns)
+        liquid = value.iloc[-params["filters"]["value_window"]:].mean() >= params["filters"]["min_avg_value"]
+        rank = score[liquid].drop(ETF_TICKER).rank(ascending=False)
+        assert rank[ticker] <= params["top_n"], (ticker, month_end)
+        etf = close[ETF_TICKER]
+        assert etf.iloc[-1] > etf.iloc[-params["regime"]["sma_days"]:].mean()  # regime on: new buys allowed
