@@ -115,7 +115,7 @@ class SampleSource:
         self._pos.update({d: len(self._days) + i for i, d in enumerate(days)})
         self._days.extend(days)
 
-    def _shares(self, day: dt.date) -> np.ndarray:
+    def _multiple(self, day: dt.date) -> np.ndarray:
         """Shares per original share on `day` (the product of the factors of the splits up to it), the ETF last."""
         out = np.ones(self.n + 1)
         for split, col in zip(self.splits, self._split_cols, strict=True):
@@ -126,13 +126,13 @@ class SampleSource:
     def _frame(self, i: int, day: dt.date) -> pd.DataFrame:
         t, s = self._traits, _day_shocks(self.seed, day, self.n)
         # the path is the value of one original share; a row's prices are per share of the day
-        shares = self._shares(day)
-        close = np.maximum(np.round(self._path[i] / shares), 50)
+        multiple = self._multiple(day)
+        close = np.maximum(np.round(self._path[i] / multiple), 50)
         if i:
-            before = self._shares(self._days[i - 1])
+            before = self._multiple(self._days[i - 1])
             prev = np.maximum(np.round(self._path[i - 1] / before), 50)
             # KRX's base price: the previous close, divided by the factor on a split's day
-            base = np.where(shares != before, np.round(prev * before / shares), prev)
+            base = np.where(multiple != before, np.round(prev * before / multiple), prev)
         else:
             base = close
         # listing and delisting are offsets in trading days from the market's first day
@@ -144,7 +144,7 @@ class SampleSource:
         open_ = np.round(base * (1 + 0.3 * (close / base - 1) + 0.002 * s["open"]))
         high = np.maximum(open_, close) * (1 + 0.01 * np.abs(s["high"]))
         low = np.minimum(open_, close) * (1 - 0.01 * np.abs(s["low"]))
-        volume = np.round(np.r_[t["volume"], 4e6] * np.exp(0.4 * s["volume"]) * shares).astype(np.int64)
+        volume = np.round(np.r_[t["volume"], 4e6] * np.exp(0.4 * s["volume"]) * multiple).astype(np.int64)
         frame = pd.DataFrame({
             "date": day,
             "ticker": np.append(t["ticker"], ETF_TICKER),
@@ -158,7 +158,7 @@ class SampleSource:
             "value": (volume * close).astype(np.int64),
             "change_pct": np.round((close / base - 1) * 100, 2),
             "base": base.astype(np.int64),
-            "market_cap": (close * np.r_[t["shares"], 1e8] * shares).astype(np.int64),
+            "market_cap": (close * np.r_[t["shares"], 1e8] * multiple).astype(np.int64),
             "halted": halted,
         })
         frame.loc[halted, ["open", "high", "low", "volume", "value"]] = 0
