@@ -26,7 +26,7 @@ from common.home import Home
 # The normalized frame every source returns for one trading day.
 COLUMNS = [
     "date", "ticker", "name", "market", "open", "high", "low", "close",
-    "volume", "value", "change_pct", "market_cap", "halted",
+    "volume", "value", "change_pct", "base", "market_cap", "halted",
 ]
 SCHEMA = pa.schema([
     ("date", pa.date32()),
@@ -40,10 +40,14 @@ SCHEMA = pa.schema([
     ("volume", pa.int64()),
     ("value", pa.int64()),
     ("change_pct", pa.float64()),
+    # KRX's base price of the row (close - CMPPREVDD_PRC): the previous close on an ordinary day, the previous close
+    # adjusted by the ratio on a corporate action's day (common.corporate_actions). Null in year files written
+    # before the column existed: no action known there.
+    ("base", pa.int64()),
     ("market_cap", pa.int64()),
     ("halted", pa.bool_()),
 ])
-PANEL_FIELDS = ("open", "high", "low", "close", "volume", "value", "change_pct", "market_cap", "halted")
+PANEL_FIELDS = ("open", "high", "low", "close", "volume", "value", "change_pct", "base", "market_cap", "halted")
 
 
 class StoreError(RuntimeError):
@@ -222,7 +226,8 @@ class EodStore:
     def load_panel(self, fields: Iterable[str] = ("close",), start: dt.date | None = None,
                    end: dt.date | None = None) -> dict[str, pd.DataFrame]:
         """Wide panels (DatetimeIndex of stored days x ticker columns, sorted) per field; NaN where no row
-        (not yet listed or delisted). `halted` is a bool panel (False where no row)."""
+        (not yet listed or delisted), and for `base` also where the row predates the column. `halted` is a bool
+        panel (False where no row)."""
         fields = list(fields)
         unknown = [f for f in fields if f not in PANEL_FIELDS]
         if unknown:

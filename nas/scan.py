@@ -19,7 +19,6 @@ from pathlib import Path
 import pandas as pd
 
 from common import atomic, book, calendar, config, engine, events, log, strategy
-from common import store as store_mod
 from common.cli import EXIT_FAILED, EXIT_OK, parse_date
 from common.home import Home
 from common.store import EodStore, StoreError
@@ -29,7 +28,6 @@ _log = log.get("scan")
 SCHEMA = "scan_result/1"
 SHOWN = 15  # tickers named in one summary log line
 PANEL_FIELDS = ("close", "open", "base", "halted", "value")
-store_fields = store_mod.PANEL_FIELDS  # XXX until base lands
 
 
 class ScanError(RuntimeError):
@@ -125,7 +123,7 @@ def scan(home: Home, day: dt.date | None = None, *, reset: bool = False) -> tupl
     begin = cal.next_trading_day(dt.date.fromisoformat(before["asof"])) if before else asof
     # calendar days that surely cover the trading rows the indicators need
     start = begin - dt.timedelta(days=int(strategy.warmup_rows(params) * 1.5) + 30)
-    panels = store.load_panel([f for f in PANEL_FIELDS if f in store_fields], start=start, end=asof)
+    panels = store.load_panel(PANEL_FIELDS, start=start, end=asof)
     tickers = store.tickers()
     markets = tickers["market"].reindex(panels["close"].columns).fillna("")
     run = engine.run(panels, params, markets=markets, start=pd.Timestamp(begin), sessions=cal.index,

@@ -28,7 +28,6 @@ import pandas as pd
 import yaml
 
 from common import calendar, config, log
-from common import store as store_mod
 from common.cli import EXIT_FAILED, EXIT_OK, Parser, parse_date
 from common.home import DEFAULT_CONFIGS, Home
 from common.schemas import UNIVERSES, request_id
@@ -192,8 +191,7 @@ def run_request(request: Mapping[str, Any], out_dir: Path, home: Home,
     store = EodStore.for_home(home)
     first_row, first_day, last_day = _window(store, start, end, warmup_rows(params))
 
-    fields = [f for f in PANEL_FIELDS if f in store_mod.PANEL_FIELDS]  # XXX until base lands
-    panels = store.load_panel(fields, first_row, last_day)
+    panels = store.load_panel(PANEL_FIELDS, first_row, last_day)
     tickers = store.tickers()
     keep = {params["benchmark"], *(h["ticker"] for h in params["core_holdings"])}
     if params["regime"]["enabled"]:

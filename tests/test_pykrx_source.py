@@ -8,6 +8,7 @@ KRX's (see docs/pykrx.md on how they were made).
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import logging
 import os
@@ -46,7 +47,9 @@ DAY, HOLIDAY, BIG_DAY = dt.date(2024, 1, 2), dt.date(2024, 2, 9), dt.date(2024, 
 
 
 def fixture(name: str) -> str:
-    return (FIXTURES / name).read_text(encoding="utf-8")
+    path = FIXTURES / name
+    return (gzip.decompress(path.read_bytes()).decode("utf-8") if path.suffix == ".gz"
+            else path.read_text(encoding="utf-8"))
 
 
 class FakeKrx:
@@ -129,6 +132,7 @@ def test_normal_day(krx: FakeKrx, capfd: pytest.CaptureFixture, caplog: pytest.L
     assert (sam["open"], sam["high"], sam["low"], sam["close"]) == (78200, 79800, 78200, 79600)
     assert (sam["volume"], sam["value"]) == (17142847, 1353427770650)
     assert sam["change_pct"] == 1.40 and sam["market_cap"] == 475194690980000 and not sam["halted"]
+    assert sam["base"] == 79600 - 1100  # close - CMPPREVDD_PRC: KRX's base price, here the previous close
     # markets from MKT_ID: the KOSDAQ global segment is KOSDAQ, KONEX is kept
     assert rows.loc["196170", "market"] == "KOSDAQ" and rows.loc["217910", "market"] == "KONEX"
     etf = rows.loc["069500"]
@@ -158,6 +162,52 @@ def test_letter_ticker_and_halted(krx: FakeKrx) -> None:
     assert (halted["open"], halted["high"], halted["low"], halted["volume"]) == (0, 0, 0, 0)
     assert rows["halted"].sum() == 1
     assert all(isinstance(t, str) and len(t) == 6 for t in rows.index)
+
+
+# --- KRX's base price, from real answers -------------------------------------------------------------------------
+
+REAL_DAY = dt.date(2021, 1, 22)
+REAL_STOCKS = "real/MDCSTAT01501_mktId-STK_trdDd-20210122.json.gz"  # every KOSPI stock, recorded from KRX
+REAL_ETFS = "real/MDCSTAT04301_trdDd-20210325.json.gz"  # every ETF on 2021-03-25, served for the same day
+
+
+def _won(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def test_base_price_from_real_krx_answers(krx: FakeKrx) -> None:
+    krx.answers[(STOCKS_BLD, "20210122")] = (200, fixture(REAL_STOCKS))
+    krx.answers[(ETF_BLD, "20210122")] = (200, fixture(REAL_ETFS))
+    frame = source().fetch_day(REAL_DAY)
+    validate_day(frame, REAL_DAY, "pykrx")
+    rows = frame.set_index("ticker")
+    answer = json.loads(fixture(REAL_STOCKS))["OutBlock_1"]
+    assert len(rows) == len(answer) + 1  # and 069500
+    for r in answer:  # base = close - CMPPREVDD_PRC for every row, signed ("-1,300")
+        assert rows.loc[r["ISU_SRT_CD"], "base"] == _won(r["TDD_CLSPRC"]) - _won(r["CMPPREVDD_PRC"]), r
+    sam = rows.loc["005930"]
+    assert (sam["close"], sam["base"], sam["change_pct"]) == (86800, 88100, -1.48)
+    assert rows.loc["000210", "halted"] and rows.loc["000210", "base"] == rows.loc["000210", "close"] == 83000
+    etf = rows.loc["069500"]
+    assert (etf["close"], etf["base"], etf["change_pct"]) == (41520, 41520 - 180, 0.44)
+    # KRX's FLUC_RT is the change against that base, to its two decimals, on every row
+    change = ((rows["close"] / rows["base"] - 1) * 100).round(2)
+    assert ((change - rows["change_pct"]).abs() < 0.011).all()
+
+
+def test_unknown_base_price_is_the_close(krx: FakeKrx) -> None:
+    """KRX writes "-" where it has no previous close (and a field may come empty): no corporate action is known
+    there, so base = close, which corporate_actions reads as no action."""
+    answer = json.loads(fixture(REAL_STOCKS))
+    rows = answer["OutBlock_1"]
+    rows[0]["CMPPREVDD_PRC"], rows[1]["CMPPREVDD_PRC"] = "-", ""
+    del rows[2]["CMPPREVDD_PRC"]
+    krx.answers[(STOCKS_BLD, "20210122")] = (200, json.dumps(answer, ensure_ascii=False))
+    krx.answers[(ETF_BLD, "20210122")] = (200, fixture(REAL_ETFS))
+    frame = source().fetch_day(REAL_DAY).set_index("ticker")
+    for r in rows[:3]:
+        assert frame.loc[r["ISU_SRT_CD"], "base"] == frame.loc[r["ISU_SRT_CD"], "close"] == _won(r["TDD_CLSPRC"])
+    assert frame.loc[rows[3]["ISU_SRT_CD"], "base"] == _won(rows[3]["TDD_CLSPRC"]) - _won(rows[3]["CMPPREVDD_PRC"])
 
 
 # --- what pykrx does wrong ------------------------------------------------------------------------------------
@@ -222,6 +272,7 @@ def test_volume_above_int32_keeps_the_day(krx: FakeKrx, caplog: pytest.LogCaptur
     rows = frame.set_index("ticker")
     assert rows.loc["005930", "volume"] == 3_000_000_000 and frame["volume"].dtype == "int64"
     assert rows.loc["005930", "close"] == 79600 and rows.loc["00104K", "name"] == "CJ4우(전환)"
+    assert rows.loc["005930", "base"] == 78500 and frame["base"].dtype == "int64"  # our own parse keeps it too
     assert bool(rows.loc["900110", "halted"]) and "069500" in rows.index
     # the answer already fetched was parsed again: one stocks request, not two
     blds = [parse_qs(c.request.body)["bld"][0] for c in krx.data_calls()[calls_before:]]
@@ -287,8 +338,9 @@ def test_ingest_stores_a_day_and_records_a_closed_day(krx: FakeKrx, home: Home, 
     assert summary == {"source": "pykrx", "days_fetched": 1, "days_skipped": 0, "days_closed": 1, "rows": 13}
     store = EodStore.for_home(home)
     assert store.stored_dates() == {DAY} and store.closed_dates() == {HOLIDAY}
-    close = store.load_panel(["close", "halted"])
+    close = store.load_panel(["close", "halted", "base"])
     assert close["close"].loc["2024-01-02", "00104K"] == 70900 and close["halted"].loc["2024-01-02", "900110"]
+    assert close["base"].loc["2024-01-02", "005930"] == 78500
     assert store.read_rows(columns=["close"])["close"].to_pylist().count(0) == 0
     assert {c.request.req_kwargs["timeout"] for c in krx.data_calls()} == {9}
     tickers = store.tickers()

@@ -27,19 +27,22 @@ def build_market(home: Home, cal: TradingCalendar, paths: dict[str, np.ndarray],
     n = max(len(p) for p in paths.values())
     days = cal.sessions(END - dt.timedelta(days=2 * n), END)[-n:]
     frames = []
+    last: dict[str, int] = {}  # the previous close: KRX's base price on a day without a corporate action
     for i, day in enumerate(days):
         rows = []
         for ticker, path in paths.items():
             close = path[i - (n - len(path))] if i >= n - len(path) else np.nan
             if np.isnan(close):
                 continue
+            base = last.get(ticker, int(close))
+            last[ticker] = int(close)
             stop = bool(halted and halted.get(ticker) == day)
             rows.append({"date": day, "ticker": ticker, "name": f"name-{ticker}",
                          "market": "ETF" if ticker == "069500" else "KOSPI",
                          "open": 0 if stop else int(close), "high": 0 if stop else int(close),
                          "low": 0 if stop else int(close), "close": int(close), "volume": 0 if stop else 1000,
-                         "value": 0 if stop else int(close) * 1000, "change_pct": 0.0, "market_cap": int(close) * 10**6,
-                         "halted": stop})
+                         "value": 0 if stop else int(close) * 1000, "change_pct": 0.0, "base": base,
+                         "market_cap": int(close) * 10**6, "halted": stop})
         frames.append(validate_day(pd.DataFrame(rows), day, "test"))
     EodStore.for_home(home).write(frames)
     return days

@@ -4,11 +4,14 @@ import datetime as dt
 import os
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from common import corporate_actions
 from common.calendar import TradingCalendar
 from common.home import Home
-from common.store import EodStore, StoreError, validate_day
+from common.store import SCHEMA, EodStore, StoreError, validate_day
 from nas.sources.sample import SampleSource
 
 DAYS = (dt.date(2024, 12, 2), dt.date(2025, 1, 31))  # crosses a year boundary
@@ -117,3 +120,49 @@ def test_content_hash_covers_the_window_only(home: Home, cal: TradingCalendar) -
     changed.loc[0, "close"] += 1
     store.write([validate_day(changed, days[5], "sample")])
     assert store.content_hash(days[0], days[9]) != window
+
+
+def test_base_is_a_panel_field(home: Home, cal: TradingCalendar) -> None:
+    frames = _frames(cal)
+    store = EodStore.for_home(home)
+    store.write(validate_day(f, d, "sample") for d, f in frames.items())
+    panel = store.load_panel(["close", "base", "open"])
+    rows = pd.concat(frames.values()).set_index(["date", "ticker"])
+    base = panel["base"]
+    assert base.dtypes.eq("float64").all() and base.shape == panel["close"].shape
+    assert base.isna().to_numpy().sum() == base.size - len(rows)  # NaN exactly where no row exists
+    stacked = base.stack()
+    stacked.index = stacked.index.set_levels(stacked.index.levels[0].date, level=0)
+    assert (stacked == rows["base"].reindex(stacked.index)).all()
+
+
+def test_year_files_from_before_base_still_work(home: Home, cal: TradingCalendar) -> None:
+    """A store written before the `base` column: its rows read with a null base (no corporate action known), and
+    a write into such a year gives a file with the column, old rows null, new rows filled."""
+    frames = _frames(cal)
+    days = sorted(frames)
+    store = EodStore.for_home(home)
+    store.write(validate_day(frames[d], d, "sample") for d in days[:10])
+    old_schema = pa.schema([f for f in SCHEMA if f.name != "base"])
+    for path in store.root.glob("[0-9]*.parquet"):  # rewrite each year file as the previous version did
+        pq.write_table(pq.read_table(path).select(old_schema.names).cast(old_schema), path)
+    assert "base" not in pq.read_schema(store.root / "2024.parquet").names
+    old_hash = store.content_hash()
+    panel = store.load_panel(["close", "base"])
+    assert panel["base"].isna().all().all() and panel["close"].notna().any().any()
+    assert (corporate_actions.factors(panel["close"].to_numpy(), panel["base"].to_numpy()) == 1).all()
+    later = [d for d in days[10:] if d.year == 2024][:3]
+    store.write(validate_day(frames[d], d, "sample") for d in later)  # the daily case: days after the stored ones
+    store.write([validate_day(frames[days[2]], days[2], "sample")])   # and a rewrite of an old day
+    assert "base" in pq.read_schema(store.root / "2024.parquet").names
+    base = store.load_panel(["base"])["base"]
+    filled = {d.date() for d in base.index[base.notna().any(axis=1)]}
+    assert filled == {*later, days[2]}
+    assert store.content_hash() != old_hash and len(store.content_hash()) == 16
+
+
+def test_validate_day_requires_base(cal: TradingCalendar) -> None:
+    day = dt.date(2025, 1, 2)
+    frame = SampleSource(cal, tickers=20).fetch_day(day)
+    with pytest.raises(StoreError, match=r"missing columns \['base'\]"):
+        validate_day(frame.drop(columns=["base"]), day, "x")

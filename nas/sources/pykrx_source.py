@@ -15,6 +15,8 @@ What pykrx does and what we do about it (DESIGN section 4):
 - it never retries and swallows errors (HTTP status, LOGOUT, JSON) into an empty frame or a KeyError: the same
   adapter keeps the raw answer, which we check ourselves; transient failures go through common.retry.
 - a volume above 2^31-1 raises OverflowError in its int32 cast: the kept answer is parsed again with int64.
+- it drops CMPPREVDD_PRC, the change against KRX's base price: we read it from the kept answer and store
+  base = close - CMPPREVDD_PRC, which is how corporate actions are found (common.corporate_actions).
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ _MARKETS = {"STK": "KOSPI", "KSQ": "KOSDAQ", "KNX": "KONEX"}
 _PYKRX_STOCK = {"시가": "open", "고가": "high", "저가": "low", "종가": "close", "거래량": "volume",
                 "거래대금": "value", "등락률": "change_pct", "시가총액": "market_cap"}
 _RAW = {"TDD_OPNPRC": "open", "TDD_HGPRC": "high", "TDD_LWPRC": "low", "TDD_CLSPRC": "close",
-        "ACC_TRDVOL": "volume", "ACC_TRDVAL": "value", "FLUC_RT": "change_pct", "MKTCAP": "market_cap"}
+        "ACC_TRDVOL": "volume", "ACC_TRDVAL": "value", "FLUC_RT": "change_pct", "MKTCAP": "market_cap",
+        "CMPPREVDD_PRC": "change"}  # signed won against KRX's base price ("-1,100"); pykrx drops it
 _INTS = ["open", "high", "low", "close", "volume", "value", "market_cap"]
 _PRICES = ["open", "high", "low", "close"]
 AUTH_HINT = "set KRX_ID/KRX_PW (a data.krx.co.kr member login) in the environment or the home's .env"
@@ -268,7 +271,8 @@ def _parse(rows: list[dict]) -> pd.DataFrame:
     raw = pd.DataFrame(rows)
     out = pd.DataFrame(index=pd.Index(raw["ISU_SRT_CD"].astype(str), name="ticker"))
     for field, col in _RAW.items():
-        text = raw[field].astype(str) if field in raw else pd.Series("0", index=raw.index)
+        # a field absent from a row reads like KRX's "-": no value
+        text = raw[field].fillna("").astype(str) if field in raw else pd.Series("0", index=raw.index)
         text = text.str.replace(r"[^-\w\.]", "", regex=True).str.replace(r"-$", "0", regex=True).replace("", "0")
         values = text.to_numpy()
         out[col] = values.astype(np.float64) if col == "change_pct" else values.astype(np.int64)
@@ -292,6 +296,8 @@ def _normalize(prices: pd.DataFrame, raw: pd.DataFrame, day: dt.date, market: pd
                   f"{out.index[no_close][0]}", level=logging.WARNING)
         out = out[~no_close]
     out["halted"] = (out[["open", "high", "low"]] == 0).all(axis=1)
+    # KRX's base price (common.corporate_actions): "-" or empty (no previous close known) parses as 0, so base = close
+    out["base"] = out["close"] - raw["change"].reindex(out.index).fillna(0).astype(np.int64)
     out["name"] = raw["name"].reindex(out.index).fillna("")
     out["market"] = market.reindex(out.index)
     out["date"] = day

@@ -3,12 +3,17 @@
 Every ticker's traits come from a generator seeded by (seed, ticker number) and every day's shocks from one
 seeded by (seed, day), and prices are compounded from the market's first day, so a given day's data never
 depends on which range was asked for: incremental ingest and a full backfill store the same rows.
+
+A few tickers have splits and reverse splits (SPLITS), as KRX shows them: on the day, the raw prices move by
+1 / factor, the volume by the factor, the market cap does not move, and the row's base price (what KRX computes
+the change against, common.store `base`) is the previous close / factor rounded to the won.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,6 +26,34 @@ _PREFIX = ["한빛", "대한", "동방", "새한", "미래", "코리아", "서�
 _SUFFIX = ["전자", "화학", "바이오", "건설", "증권", "제약", "식품", "중공업", "소재", "통신", "게임", "에너지"]
 
 
+class Split(NamedTuple):
+    ticker: str
+    day: dt.date   # a trading day: the first session at the new share count
+    factor: float  # new shares per old share: 50.0 for 1 share into 50, 0.1 for 10 shares into 1
+
+
+# The sample market's corporate actions, whatever the seed (a market of fewer tickers lacks the later ones).
+SPLITS = (
+    Split("091990", dt.date(2023, 5, 4), 50.0),   # a high-priced stock, like 005930 on 2018-05-04
+    Split("093370", dt.date(2024, 5, 16), 0.1),   # a cheap one merged 10 into 1
+    Split("094480", dt.date(2020, 7, 1), 2.0),
+    Split("094480", dt.date(2025, 6, 12), 5.0),   # the same stock again: factors compound
+    Split("095660", dt.date(2021, 11, 10), 1.5),  # a bonus issue of half a share per share
+    Split("097770", dt.date(2026, 2, 12), 0.1),
+)
+RUN_UP = dt.timedelta(days=210)  # the run-up: the days before a split
+RUN_UP_DRIFT = 0.005  # a day, on top of the stock's own drift
+# The split tickers: their position in the market and the traits that make them useful to test with (listed
+# from the first day and never delisted, liquid above the strategy's value floor, a price for their ratios).
+_SPLIT_TRAITS = {
+    "091990": {"k": 3, "start_price": 1_600_000.0, "volume": 4e4, "drift": 0.0009, "vol": 0.022},
+    "093370": {"k": 5, "start_price": 900.0, "volume": 4e6, "drift": 0.0009, "vol": 0.022},
+    "094480": {"k": 8, "start_price": 60_000.0, "volume": 5e5, "drift": 0.0004, "vol": 0.022},
+    "095660": {"k": 11, "start_price": 12_000.0, "volume": 8e5, "drift": 0.0003, "vol": 0.022},
+    "097770": {"k": 14, "start_price": 2_000.0, "volume": 3e6, "drift": -0.0004, "vol": 0.022},
+}
+
+
 class SampleSource:
     name = "sample"
 
@@ -31,6 +64,9 @@ class SampleSource:
         self.calendar, self.seed, self.n = calendar, seed, tickers
         self.first_date = first_date
         self._traits = _traits(seed, tickers)
+        col = {t: i for i, t in enumerate(self._traits["ticker"])}
+        self.splits = [a for a in SPLITS if a.ticker in col]
+        self._split_cols = [col[a.ticker] for a in self.splits]
         self._days: list[dt.date] = []
         self._pos: dict[dt.date, int] = {}
         self._path = np.empty((0, tickers + 1))  # unrounded closes, the ETF last
@@ -65,6 +101,9 @@ class SampleSource:
         market = np.array([s["market"] for s in shocks])
         halted = np.stack([s["halted"] for s in shocks])
         rets = t["drift"] + t["beta"] * market[:, None] + t["vol"] * np.stack([s["idio"] for s in shocks])
+        for split, col in zip(self.splits, self._split_cols, strict=True):
+            # splits follow run-ups, which is also what puts the stock among the strategy's picks through its split
+            rets[[split.day - RUN_UP <= d < split.day for d in days], col] += RUN_UP_DRIFT
         rets = np.clip(rets, -0.25, 0.25)
         rets[halted] = 0.0  # a halted day keeps its close
         etf = np.clip(market + 0.0005 * np.array([s["etf"] for s in shocks]), -0.25, 0.25)
@@ -76,20 +115,36 @@ class SampleSource:
         self._pos.update({d: len(self._days) + i for i, d in enumerate(days)})
         self._days.extend(days)
 
+    def _multiple(self, day: dt.date) -> np.ndarray:
+        """Shares per original share on `day` (the product of the factors of the splits up to it), the ETF last."""
+        out = np.ones(self.n + 1)
+        for split, col in zip(self.splits, self._split_cols, strict=True):
+            if split.day <= day:
+                out[col] *= split.factor
+        return out
+
     def _frame(self, i: int, day: dt.date) -> pd.DataFrame:
         t, s = self._traits, _day_shocks(self.seed, day, self.n)
-        close = np.maximum(np.round(self._path[i]), 50)
-        prev = np.maximum(np.round(self._path[i - 1]), 50) if i else close
+        # the path is the value of one original share; a row's prices are per share of the day
+        multiple = self._multiple(day)
+        close = np.maximum(np.round(self._path[i] / multiple), 50)
+        if i:
+            before = self._multiple(self._days[i - 1])
+            prev = np.maximum(np.round(self._path[i - 1] / before), 50)
+            # KRX's base price: the previous close, divided by the factor on a split's day
+            base = np.where(multiple != before, np.round(prev * before / multiple), prev)
+        else:
+            base = close
         # listing and delisting are offsets in trading days from the market's first day
         alive = np.r_[(t["listed"] <= i) & (i < t["delisted"]), True]
         halted = np.r_[self._halted[i], False]
         # a listing day has no previous close of its own
         first_day = np.r_[t["listed"] == i, i == 0]
-        prev = np.where(first_day, close, prev)
-        open_ = np.round(prev * (1 + 0.3 * (close / prev - 1) + 0.002 * s["open"]))
+        base = np.where(first_day, close, base)
+        open_ = np.round(base * (1 + 0.3 * (close / base - 1) + 0.002 * s["open"]))
         high = np.maximum(open_, close) * (1 + 0.01 * np.abs(s["high"]))
         low = np.minimum(open_, close) * (1 - 0.01 * np.abs(s["low"]))
-        volume = np.round(np.r_[t["volume"], 4e6] * np.exp(0.4 * s["volume"])).astype(np.int64)
+        volume = np.round(np.r_[t["volume"], 4e6] * np.exp(0.4 * s["volume"]) * multiple).astype(np.int64)
         frame = pd.DataFrame({
             "date": day,
             "ticker": np.append(t["ticker"], ETF_TICKER),
@@ -101,8 +156,9 @@ class SampleSource:
             "close": close.astype(np.int64),
             "volume": volume,
             "value": (volume * close).astype(np.int64),
-            "change_pct": np.round((close / prev - 1) * 100, 2),
-            "market_cap": (close * np.r_[t["shares"], 1e8]).astype(np.int64),
+            "change_pct": np.round((close / base - 1) * 100, 2),
+            "base": base.astype(np.int64),
+            "market_cap": (close * np.r_[t["shares"], 1e8] * multiple).astype(np.int64),
             "halted": halted,
         })
         frame.loc[halted, ["open", "high", "low", "volume", "value"]] = 0
@@ -112,7 +168,8 @@ class SampleSource:
 def _traits(seed: int, n: int) -> dict[str, np.ndarray]:
     """Per-ticker traits, each drawn from a generator of its own so ticker k is the same whatever n is."""
     rows = []
-    used = {ETF_TICKER}
+    used = {ETF_TICKER, *_SPLIT_TRAITS}
+    planned = {v["k"]: {"ticker": code, **v} for code, v in _SPLIT_TRAITS.items()}
     for k in range(n):
         rng = np.random.default_rng([seed, 1, k])
         code = int(rng.integers(1, 99999)) * 10 if k % 40 else int(rng.integers(1, 9999)) * 100
@@ -137,6 +194,9 @@ def _traits(seed: int, n: int) -> dict[str, np.ndarray]:
             "listed": int(rng.integers(60, 1500)) if listed else 0,
             "delisted": int(rng.integers(300, 2500)) if delisted else 10**6,
         })
+        if k in planned:
+            rows[-1].update({key: planned[k][key] for key in ("ticker", "start_price", "volume", "drift", "vol")},
+                            listed=0, delisted=10**6)
     return {key: np.array([r[key] for r in rows]) for key in rows[0]}
 
 
