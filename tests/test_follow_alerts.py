@@ -1,5 +1,5 @@
 """Following the alerts is the backtest: the daily scan, applied every trading day for two years of the sample
-market, trades exactly what the backtest of the same window and parameters trades: the same (day, ticker, side)
+market (a split and a reverse split of held tickers in it), trades exactly what the backtest of the same window and parameters trades: the same (day, ticker, side)
 and the same shares, fills at the open and delistings included. Both run on the real store, in process."""
 
 from __future__ import annotations
@@ -61,6 +61,10 @@ def test_following_the_applied_alerts_reproduces_the_backtest(sample_home: Home,
     trades = pd.read_csv(tmp_path / "bt" / "trades.csv", dtype={"ticker": str})
     assert result["metrics"]["trades"] == len(trades) > 40
     assert _key(pd.DataFrame(followed)) == _key(trades)
+    # the window holds the sample market's 50:1 split (091990) and 1:10 reverse split (093370), both held through
+    actions = [n for n in result["notes"] if n.startswith("corporate action")]
+    assert any("2023-05-04 091990: factor 50" in n for n in actions), result["notes"]
+    assert any("2024-05-16 093370: factor 0.1" in n for n in actions), result["notes"]
     # and the model portfolio ends where the backtest ends: same shares, same cash to the won
     saved = scanner.load_portfolio(sample_home)
     positions = pd.read_csv(tmp_path / "bt" / "equity.csv").iloc[-1]
