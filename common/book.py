@@ -64,7 +64,7 @@ class Book:
 
     def __init__(self, tickers: pd.Index, params: Mapping[str, Any], markets: np.ndarray | None = None):
         n = len(tickers)
-        self.tickers = pd.Index(tickers.astype(str))
+        self.tickers = np.asarray(pd.Index(tickers).astype(str), dtype=object)
         self.cash = float(params["initial_cash"])
         self.shares = np.zeros(n)
         self.entry = np.full(n, np.nan)                          # raw price of the entry, in today's share basis
@@ -228,7 +228,7 @@ class Book:
         days, cols, is_sell, shares, price, value, comm, tax, slip, reason = (np.concatenate(x)
                                                                               for x in zip(*self.log, strict=True))
         return pd.DataFrame({
-            "date": pd.DatetimeIndex(days.astype("datetime64[ns]")), "ticker": np.asarray(self.tickers)[cols],
+            "date": pd.DatetimeIndex(days.astype("datetime64[ns]")), "ticker": self.tickers[cols],
             "side": np.where(is_sell, "SELL", "BUY"), "shares": shares, "price": price, "value": value,
             "commission": comm, "tax": tax, "slippage": slip, "reason": reason,
         })
@@ -237,7 +237,7 @@ class Book:
         cols = self.held()
         px = self.last_px[cols]
         return pd.DataFrame({
-            "ticker": np.asarray(self.tickers)[cols], "shares": self.shares[cols],
+            "ticker": self.tickers[cols], "shares": self.shares[cols],
             "entry_date": pd.DatetimeIndex(self.entry_day[cols].astype("datetime64[ns]")),
             "entry_price": self.entry[cols], "close": px, "value": px * self.shares[cols],
         }, columns=POSITION_COLUMNS)

@@ -154,40 +154,55 @@ def sell_codes(close: np.ndarray, entry: np.ndarray, trend: np.ndarray | None, r
     return out
 
 
+def ranking(score: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Rank of every candidate (1 = best score; ties by column), 0 for the others."""
+    cand = np.flatnonzero(candidate)
+    rank = np.zeros(len(score), dtype=np.int32)
+    rank[cand[np.argsort(-score[cand], kind="stable")]] = np.arange(1, len(cand) + 1)
+    return rank
+
+
+def best(score: np.ndarray, candidate: np.ndarray, k: int) -> np.ndarray:
+    """The columns of the k best candidates, best first: the first k of `ranking`, found without sorting all."""
+    cand = np.flatnonzero(candidate)
+    if k <= 0 or not len(cand):
+        return cand[:0]
+    s = score[cand]
+    if len(cand) > k:
+        kth = np.partition(s, len(s) - k)[len(s) - k]  # the k-th best score: ties at it are all kept, then cut
+        cand = cand[s >= kth]
+    return cand[np.lexsort((cand, -score[cand]))][:k]
+
+
 def select(score: np.ndarray, candidate: np.ndarray, held: np.ndarray, locked: int, top_n: int,
            buys_allowed: bool) -> dict[str, np.ndarray]:
     """The TopN slots for one day (all arrays over tickers).
 
     score/candidate: today's scores and who may be bought; held: non-core holdings still tradable and not sold by
     a rule today; locked: non-core holdings that cannot be traded today (they keep their slot).
-    Returns rank (1 = best candidate, 0 = unranked), and masks hold_in (held, in the TopN), buy (new entries),
+    Returns `top` (the TopN columns, best first), and masks hold_in (held, in the TopN), buy (new entries),
     replace (held, outside the TopN, and a better candidate takes the slot), hold_out (held, outside, kept), plus
     `replaced_by` (column of the buy that takes each replaced slot, -1 elsewhere)."""
     n = len(score)
-    cand = np.flatnonzero(candidate)
-    order = cand[np.argsort(-score[cand], kind="stable")]
-    rank = np.zeros(n, dtype=np.int32)
-    rank[order] = np.arange(1, len(order) + 1)
+    top = best(score, candidate, top_n)
     in_top = np.zeros(n, dtype=bool)
-    in_top[order[:top_n]] = True
+    in_top[top] = True
     hold_in = held & in_top
     hold_out = held & ~in_top
-    wanted = order[:top_n][~held[order[:top_n]]]
+    wanted = top[~held[top]]
     free = top_n - int(hold_in.sum()) - locked
     n_buy = max(0, min(len(wanted), free)) if buys_allowed else 0
     buys = wanted[:n_buy]
     out_idx = np.flatnonzero(hold_out)
     n_replace = min(len(out_idx), n_buy, max(0, len(out_idx) + n_buy - free))
-    # worst first: unranked (not a candidate any more), then the lowest ranked
-    worst = out_idx[np.lexsort((-rank[out_idx], rank[out_idx] > 0))][:n_replace]
+    # worst first: unranked (not a candidate any more), then the lowest ranked (lowest score, later column)
+    worst = out_idx[np.lexsort((-out_idx, np.where(candidate[out_idx], score[out_idx], -np.inf),
+                               candidate[out_idx]))][:n_replace]
     buy = np.zeros(n, dtype=bool)
     buy[buys] = True
     replace = np.zeros(n, dtype=bool)
     replace[worst] = True
     replaced_by = np.full(n, -1, dtype=np.int64)
     replaced_by[worst] = buys[:n_replace]
-    return {"rank": rank, "hold_in": hold_in, "buy": buy, "replace": replace, "hold_out": hold_out & ~replace,
+    return {"top": top, "hold_in": hold_in, "buy": buy, "replace": replace, "hold_out": hold_out & ~replace,
             "replaced_by": replaced_by}
-
-
-# --- indicators over one panel -------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ Load at least `warmup_rows(params)` rows before the first decision.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,7 @@ from common.rules import (
     abnormal,
     mean_value,
     momentum_score,
+    ranking,
     regime_on,
     rsi,
     select,
@@ -165,7 +167,6 @@ class Indicators:
     halted: np.ndarray | None         # bool, or None when the panel has no halted field
     value: np.ndarray | None          # traded value, or None (then the value floor is skipped)
     first_row: np.ndarray             # first row with a close (len(index) when none)
-    last_row: np.ndarray              # last row with a close (-1 when none)
     core: np.ndarray                  # columns of the core holdings present in the panel
     core_weight: np.ndarray           # their weights
     regime: np.ndarray | None         # regime ON per row, None when the regime filter is disabled
@@ -186,10 +187,11 @@ class Indicators:
             raise ValueError("close panel: expected a DatetimeIndex of dates")
         raw = close_df.to_numpy(dtype=np.float64)
         present = ~np.isnan(raw)
-        with np.errstate(invalid="ignore"):
-            # a close of 0 or below (or not a number) is no price, never a price of 0
-            bad = present & ~((raw > 0) & (raw < np.inf))
-        price = np.where(bad, np.nan, raw) if bad.any() else raw
+        price = raw
+        # a close of 0 or below (or infinite) is no price, never a price of 0; two quick reductions check for one
+        if raw.size and not (np.fmin.reduce(raw, axis=None) > 0 and np.fmax.reduce(raw, axis=None) < np.inf):
+            with np.errstate(invalid="ignore"):
+                price = np.where(present & ~((raw > 0) & (raw < np.inf)), np.nan, raw)
         halted = value = open_ = None
         if panels.get("halted") is not None:
             halted = _aligned(panels["halted"], close_df, False).to_numpy(dtype=bool)
@@ -208,11 +210,11 @@ class Indicators:
                 close = price.copy()
                 close[:, hit] = corporate_actions.adjust(price[:, hit], factor[:, hit])
                 actions = {int(j): (np.flatnonzero(factor[:, j] != 1.0), factor[factor[:, j] != 1.0, j]) for j in hit}
-        t = len(close)
-        valid = present
-        has = valid.any(axis=0)
-        first = np.where(has, valid.argmax(axis=0), t)
-        last = np.where(has, t - 1 - valid[::-1].argmax(axis=0), -1)
+        first = np.zeros(len(close_df.columns), dtype=np.int64)
+        if len(close):  # most tickers have a close on the first row: search only the others
+            late = np.flatnonzero(~present[0])
+            block = present[:, late]
+            first[late] = np.where(block.any(axis=0), block.argmax(axis=0), len(close))
         col = {str(k): j for j, k in enumerate(close_df.columns)}
         notes = []
         core = [(col[h["ticker"]], float(h["weight"])) for h in p["core_holdings"] if h["ticker"] in col]
@@ -229,7 +231,7 @@ class Indicators:
             regime = regime_on(close[:, col[ticker]], p["regime"]["sma_days"])
         return cls(params=p, index=close_df.index, tickers=close_df.columns, close=close, price=price,
                    open=open_, present=present, actions=actions, halted=halted,
-                   value=value, first_row=first, last_row=last,
+                   value=value, first_row=first,
                    core=np.array([c for c, _ in core], dtype=np.int64),
                    core_weight=np.array([w for _, w in core], dtype=float), regime=regime, notes=notes, _col=col)
 
@@ -356,7 +358,7 @@ class Decision:
     state: np.ndarray        # int8 state codes (STATES)
     exclusion: np.ndarray    # int8 exclusion codes (EXCLUSIONS), OK for candidates
     score: np.ndarray
-    rank: np.ndarray         # 1 = best candidate, 0 = unranked
+    candidate: np.ndarray    # bool: who could be bought today (ranked by score)
     weight: np.ndarray       # target fraction of equity; 0 = none / sell; NaN = keep the current shares
     regime: str              # ON, OFF, DISABLED
     entry: np.ndarray        # entry price of holdings (NaN elsewhere)
@@ -365,6 +367,11 @@ class Decision:
     blocked: np.ndarray      # columns that would have been bought but the regime is OFF
     unknown_holdings: list[str] = field(default_factory=list)
     rebalance: bool = True   # a rebalance day of the schedule (else only daily sells can happen)
+
+    @functools.cached_property
+    def rank(self) -> np.ndarray:
+        """1 = best candidate, 0 = unranked (computed when a reader asks: the engine never does)."""
+        return ranking(self.score, self.candidate)
 
     @property
     def date(self) -> pd.Timestamp:
@@ -452,9 +459,8 @@ def decide(ctx: Indicators, i: int, holdings: Mapping[str, float], rebalance: bo
     weight[sel["buy"]] = pw
     blocked = np.array([], dtype=np.int64)
     if not buys_allowed:
-        top = np.flatnonzero((sel["rank"] > 0) & (sel["rank"] <= p["top_n"]) & ~held)
-        blocked = top[np.argsort(sel["rank"][top])]
-    return Decision(ctx=ctx, row=i, state=state, exclusion=code, score=score, rank=sel["rank"], weight=weight,
+        blocked = sel["top"][~held[sel["top"]]]
+    return Decision(ctx=ctx, row=i, state=state, exclusion=code, score=score, candidate=candidate, weight=weight,
                     regime=ctx.regime_state(i), entry=entry, held=held, replaced_by=sel["replaced_by"],
                     blocked=blocked, unknown_holdings=unknown)
 
@@ -470,9 +476,7 @@ def _between_rebalances(ctx: Indicators, i: int, held: np.ndarray, entry: np.nda
     sold = cols[codes != NONE]
     state[sold] = codes[codes != NONE]
     weight[sold] = 0.0
-    cand = np.flatnonzero((code == OK) & ~is_core)
-    rank = np.zeros(n_tickers, dtype=np.int32)
-    rank[cand[np.argsort(-score[cand], kind="stable")]] = np.arange(1, len(cand) + 1)
-    return Decision(ctx=ctx, row=i, state=state, exclusion=code, score=score, rank=rank, weight=weight,
+    candidate = (code == OK) & ~is_core
+    return Decision(ctx=ctx, row=i, state=state, exclusion=code, score=score, candidate=candidate, weight=weight,
                     regime=ctx.regime_state(i), entry=entry, held=held, replaced_by=np.full(n_tickers, -1),
                     blocked=np.array([], dtype=np.int64), unknown_holdings=unknown, rebalance=False)

@@ -1,6 +1,7 @@
 """Following the alerts is the backtest: the daily scan, applied every trading day for two years of the sample
-market (a split and a reverse split of held tickers in it), trades exactly what the backtest of the same window and parameters trades: the same (day, ticker, side)
-and the same shares, fills at the open and delistings included. Both run on the real store, in process."""
+market (a split and a reverse split of held tickers in it), trades exactly what the backtest of the same window
+and parameters trades: the same (day, ticker, side) and the same shares, fills at the open and delistings
+included. Both run on the real store, in process."""
 
 from __future__ import annotations
 

@@ -139,7 +139,7 @@ def test_select_replaces_only_for_a_better_candidate():
     # no buys allowed (regime OFF): no replacement either
     sel = rules.select(score, cand, held, 0, 3, False)
     assert not sel["buy"].any() and not sel["replace"].any() and sel["hold_out"][4]
-    assert sel["rank"].tolist() == [1, 2, 3, 4, 0]
+    assert rules.ranking(score, cand).tolist() == [1, 2, 3, 4, 0] and sel["top"].tolist() == [0, 1, 2]
 
 
 def test_resolve_params_fills_config_defaults_and_validates():
@@ -314,3 +314,15 @@ def test_same_decision_on_a_shorter_history():
     held = {"S02": 9000.0, "S07": 1.0, "C1": 1.0}
     a, b = st.decide(full, ROWS - 1, held), st.decide(short, 229, held)
     pd.testing.assert_frame_equal(reasons.states(a), reasons.states(b))
+
+
+def test_best_is_the_head_of_the_full_ranking_ties_included():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n = int(rng.integers(1, 60))
+        score = rng.integers(0, 6, n).astype(float)  # many ties
+        cand = rng.random(n) < 0.7
+        rank = rules.ranking(score, cand)
+        for k in (0, 1, 3, 10, 80):
+            want = np.argsort(np.where(rank > 0, rank, n + 1), kind="stable")[: min(k, int(cand.sum()))]
+            assert rules.best(score, cand, k).tolist() == want.tolist()
