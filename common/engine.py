@@ -77,6 +77,11 @@ def run(panels: Mapping[str, pd.DataFrame], params: Mapping, *, markets: pd.Seri
     first = int(index.searchsorted(pd.Timestamp(start))) if start is not None else 0
     if book_state is not None:
         book, _ = Book.from_state(book_state, ctx.tickers, p, mk)
+        for j in book.held():  # the store's last good close before the first session is the one to trust
+            seen = ctx.price[:first, j]
+            seen = seen[np.isfinite(seen)]
+            if len(seen):
+                book.last_px[j] = seen[-1]
     else:
         book = Book(ctx.tickers, p, mk)
         book.inception = index[first].date() if first < n else None

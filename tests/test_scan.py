@@ -185,3 +185,22 @@ def portfolio(asof: str, held: list[tuple[str, float]], cash: float = 90_000_000
             "positions": [{"ticker": t, "shares": 10, "entry_date": "2025-01-02", "entry_price": px,
                            "last_price": px} for t, px in held],
             "pending": [], "pending_day": None}
+
+
+def test_a_holding_absent_from_the_day_is_sold_at_its_last_close_and_leaves(home: Home, cal: TradingCalendar) -> None:
+    gone = trend(1000, 0.002)
+    gone[-1] = np.nan  # no row on the last day: delisted
+    paths = {"069500": trend(30000, 0.001), "000010": trend(1000, 0.004), "000070": gone}
+    days = build_market(home, cal, paths)
+    (home.state / "portfolio.json").write_text(json.dumps(portfolio(days[-2].isoformat(), [("000070", 900)])))
+    result, err, rc = run_scan(home, "--apply")
+    assert rc == 0, err
+    row = {r["ticker"]: r for r in result["rows"]}["000070"]
+    assert row["state"] == "DELISTED" and row["close"] == paths["000070"][-2]
+    assert result["fills"] == [{"ticker": "000070", "name": "name-000070", "side": "SELL", "shares": 10.0,
+                                "price": paths["000070"][-2], "reason": "DELISTED"}]
+    saved = json.loads((home.state / "portfolio.json").read_text())
+    assert saved["positions"] == [] and saved["cash"] > 90_000_000
+    alert = krx("alert", home=home, env=SMALL)
+    assert alert.returncode == 0, alert.stderr
+    assert "[DELISTED]" in alert.stdout
