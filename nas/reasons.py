@@ -67,7 +67,12 @@ def reason(decision: Decision, j: int) -> str:
     halted = ctx.halted is not None and ctx.halted[i, j]
     is_core = j in set(ctx.core.tolist())
     if s == HOLD_CORE:
-        return "core holding (halted today: kept)" if halted else "core holding: sell rules do not apply"
+        if halted:
+            return "core holding (halted today: kept)"
+        w = decision.weight[j]
+        if decision.rebalance and w == w:  # a rebalance day sets it back to its weight
+            return f"core holding, kept at its {w:.0%} weight (sell rules do not apply)"
+        return "core holding: sell rules do not apply"
     if s == BUY:
         return "core holding, not held" if is_core else f"new entry: rank {r} of the top {n}"
     if s == CUT_STOPLOSS:
