@@ -16,8 +16,8 @@ from trading_servers import ENV, SECRET, ThreadServer, broker_calls
 
 from common import switches
 from common.errors import OpsError
-from common.log import now
 from common.home import Home
+from common.log import now
 from faces.http import execution_server, mock_broker
 from nas.trading import approvals, broker, db, execution, proposals
 

@@ -120,7 +120,8 @@ def create_app(prices: Mapping[str, float], app_key: str, app_secret: str, *, ra
 
     @app.get(broker.CCLD_PATH)
     def daily_ccld(request: Request, authorization: str = Header(default=""), appkey: str = Header(default=""),
-                   appsecret: str = Header(default=""), tr_id: str = Header(default="", convert_underscores=False)) -> Any:
+                   appsecret: str = Header(default=""),
+                   tr_id: str = Header(default="", convert_underscores=False)) -> Any:
         if not authorized(authorization, appkey, appsecret):
             return _fail("EGW00123", "기간이 만료된 token 입니다.", 500)
         q = request.query_params
