@@ -51,6 +51,8 @@ def create_app(prices: Mapping[str, float], app_key: str, app_secret: str, *, ra
             used = used + 1 if current == second else 1
             state["window"] = (current, used)
         if used > rate_limit_per_s:
+            with lock:
+                state["calls"]["rate_limited"] += 1
             return _fail(broker.RATE_LIMITED, "초당 거래건수를 초과하였습니다.", 500)
         return await call_next(request)
 
@@ -151,6 +153,9 @@ def create_app(prices: Mapping[str, float], app_key: str, app_secret: str, *, ra
     def calls() -> dict:
         with lock:
             counted = dict(state["calls"])
-        return {"total": sum(counted.values()), "by_path": counted, "orders": counted.get(broker.ORDER_PATH, 0)}
+            accepted = len(state["orders"])
+        limited = counted.pop("rate_limited", 0)
+        return {"total": sum(counted.values()), "by_path": counted, "orders": counted.get(broker.ORDER_PATH, 0),
+                "orders_accepted": accepted, "rate_limited": limited}
 
     return app
