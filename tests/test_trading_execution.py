@@ -237,3 +237,26 @@ def test_the_mock_answers_egw00201_and_the_client_waits_it_out(home: Home) -> No
         client.close()
     finally:
         srv.close()
+
+
+def test_cli_approve_prints_the_token_once_and_the_kill_switch_needs_an_operator(t) -> None:
+    from common import operators
+
+    _op, op_token = operators.add(t.home, "alice")
+    env = {"KRX__TRADING__EXECUTION__URL": t.exe, "KRX__TRADING__BROKER__BASE_URL": t.broker,
+           "EXECUTION_SERVICE_CREDENTIAL": ENV["EXECUTION_SERVICE_CREDENTIAL"]}
+    p = t.proposals[0]
+    anonymous = krx("trade", "kill-switch", "off", "--reason", "go", home=t.home, env=env)
+    assert anonymous.returncode == 2 and "OPERATOR_REQUIRED" in anonymous.stderr
+    assert krx("trade", "kill-switch", "off", "--reason", "go", home=t.home,
+               env={**env, operators.TOKEN_ENV: op_token}).returncode == 0
+    out = krx("trade", "approve", str(p["id"]), home=t.home, env={**env, operators.TOKEN_ENV: op_token})
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.strip().splitlines()[-1]
+    assert "approved by alice" in out.stdout and token.count(".") == 2
+    assert token not in (t.home.state / "events.jsonl").read_text()
+    assert place(t, token, intent(p)).status_code == 200
+    no_credential = krx("trade", "approve", str(t.proposals[1]["id"]), home=t.home,
+                        env={**env, "EXECUTION_SERVICE_CREDENTIAL": "wrong", operators.TOKEN_ENV: op_token})
+    assert no_credential.returncode == 2 and "TOKEN_NOT_ISSUED" in no_credential.stderr and "401" in no_credential.stderr
+    assert proposals.get(t.conn, t.proposals[1]["id"])["status"] == "pending"
