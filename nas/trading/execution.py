@@ -112,8 +112,9 @@ def _check_approval(conn: sqlite3.Connection, claims: Mapping[str, Any], token: 
         raise OpsError("NOT_APPROVED", f"proposal {p['id']} is {p['status']}, not approved", REFUSED)
     wanted = {"proposal_id": p["id"], "ticker": p["ticker"], "side": p["side"], "quantity": p["quantity"]}
     given = {k: intent.get(k) for k in wanted}
-    if given != wanted:
-        diff = ", ".join(f"{k} {given[k]!r} != {wanted[k]!r}" for k in wanted if given[k] != wanted[k])
+    if given != wanted or any(isinstance(v, bool) for v in given.values()):  # True == 1 is not a quantity
+        diff = ", ".join(f"{k} {given[k]!r} != {wanted[k]!r}" for k in wanted
+                         if given[k] != wanted[k] or isinstance(given[k], bool))
         raise OpsError("INTENT_MISMATCH", f"the order differs from the approved proposal: {diff}", REFUSED)
     return approval, p
 
