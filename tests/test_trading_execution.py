@@ -258,5 +258,6 @@ def test_cli_approve_prints_the_token_once_and_the_kill_switch_needs_an_operator
     assert place(t, token, intent(p)).status_code == 200
     no_credential = krx("trade", "approve", str(t.proposals[1]["id"]), home=t.home,
                         env={**env, "EXECUTION_SERVICE_CREDENTIAL": "wrong", operators.TOKEN_ENV: op_token})
-    assert no_credential.returncode == 2 and "TOKEN_NOT_ISSUED" in no_credential.stderr and "401" in no_credential.stderr
+    assert no_credential.returncode == 2
+    assert "TOKEN_NOT_ISSUED" in no_credential.stderr and "401" in no_credential.stderr
     assert proposals.get(t.conn, t.proposals[1]["id"])["status"] == "pending"
