@@ -24,4 +24,5 @@ bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f; done
 
 clean:
-	rm -rf $(VENV) data logs state reports/processing reports/failed reports/signals reports/outbox reports/ops
+	find data -mindepth 1 -maxdepth 1 ! -name sample_snapshot.json -exec rm -rf {} + 2>/dev/null || true
+	rm -rf $(VENV) logs state reports/processing reports/failed reports/signals reports/outbox reports/ops

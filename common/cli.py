@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sync": ("nas.sync", "bring results home with rsync or git"),
     "retention": ("nas.retention", "archive old reports and data; back up the home"),
     "ops": ("nas.ops", "safety switches, event log, daily cycle, risk summary"),
+    "trade": ("nas.trade", "trading, Phase 0: proposals, approval, execution server, mock broker"),
+    "serve": ("nas.serve", "the approval side's HTTP face: the proposals API and page"),
     "demo": ("common.demo", "run the whole day on the embedded sample market"),
 }
 

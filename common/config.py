@@ -69,6 +69,26 @@ def _hhmm(v: Any) -> str | None:
         return "a time HH:MM"
 
 
+def _loopback_host(v: Any) -> str | None:
+    return None if v in LOOPBACK_HOSTS else "a loopback host (Phase 0): " + ", ".join(LOOPBACK_HOSTS)
+
+
+def _loopback_url(v: Any) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(v)
+        ok = url.scheme in ("http", "https") and url.hostname in LOOPBACK_HOSTS and url.port is not None
+    except (TypeError, ValueError):
+        ok = False
+    return None if ok else "a loopback URL with a port, e.g. http://127.0.0.1:29443 (Phase 0: mock only)"
+
+
+def _env_name(v: Any) -> str | None:
+    return None if isinstance(v, str) and v.replace("_", "").isalnum() and v.isupper() else \
+        "an environment variable name (A-Z, 0-9, _)"
+
+
 def _action_names(v: Any) -> str | None:
     ok = all(isinstance(a, str) and a.replace("_", "").isalnum() and a.islower() for a in v)
     return None if ok and len(set(v)) == len(v) else "a list of distinct names like live_fire (a-z, 0-9, _)"
@@ -95,6 +115,8 @@ STRATEGY_RULES: dict[str, Rule] = {
     "sell_rules.stop_loss_pct": between(0, 100),
 }
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
 RULES: dict[str, dict[str, Rule]] = {
     "app": {
         "source": choice("sample", "pykrx"),
@@ -116,6 +138,27 @@ RULES: dict[str, dict[str, Rule]] = {
     "execution_allowlist": {"allowed": _action_names},
     "notify": {"delivery_policy": choice("CONSOLE_ONLY", "SLACK")},
     "strategies": {f"strategies.*.{k}": rule for k, rule in STRATEGY_RULES.items()},
+    "trading": {
+        "*.host": _loopback_host,
+        "*.port": between(1024, 65535),
+        "*.url": _loopback_url,
+        "*.base_url": _loopback_url,
+        "execution.secret_env": _env_name,
+        "execution.service_credential_env": _env_name,
+        "broker.app_key_env": _env_name,
+        "broker.app_secret_env": _env_name,
+        "*.timeout_s": between(0.1, 600),
+        "execution.default_token_ttl_s": between(1, 86400),
+        "execution.max_token_ttl_s": between(1, 86400),
+        "broker.account": lambda v: None if len(v) == 8 and v.isdigit() else "8 digits (CANO)",
+        "broker.product_code": lambda v: None if len(v) == 2 and v.isdigit() else "2 digits (ACNT_PRDT_CD)",
+        "broker.rate_limit_per_s": between(1, 1000),
+        "limits.max_order_value": between(1, 1e12),
+        "limits.max_orders_per_day": between(0, 1000),
+        "limits.markets": lambda v: None if v and all(m in ("KOSPI", "KOSDAQ", "KONEX", "ETF") for m in v) else
+        "a non-empty list of KOSPI, KOSDAQ, KONEX, ETF",
+        "limits.limit_band_pct": between(0, 30),
+    },
 }
 
 
@@ -291,7 +334,8 @@ def check_strategy_params(params: Mapping, base: Mapping, source: str = "<params
 
 
 # Every secret the project reads; redaction (common.slack.redact) hides the values of all of them.
-SECRET_NAMES = ("KRX_ID", "KRX_PW", "SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL")
+SECRET_NAMES = ("KRX_ID", "KRX_PW", "SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL", "EXECUTION_JWT_SECRET",
+                "EXECUTION_SERVICE_CREDENTIAL", "KIS_APP_KEY", "KIS_APP_SECRET")
 
 
 def secret(name: str) -> str | None:

@@ -6,11 +6,13 @@ that delivers its results runs `push --remote nas:/volume1/krx`; the NAS's daily
 results and receipts to a second place (a backup share, a viewer).
 
     krx sync push --via rsync --remote SPEC [--delete] [--rsh CMD] [--bwlimit KBPS]
-        reports/ops/ (receipts, summary) and every result folder reports/done/<id>/ the remote lacks -> SPEC
+        reports/ops/ (receipts, summary), reports/phase_c/ (trading's reconcile) and every result folder
+        reports/done/<id>/ the remote lacks -> SPEC
     krx sync pull --via rsync --remote SPEC [--delete] [--rsh CMD] [--bwlimit KBPS]
         every result folder SPEC/reports/done/<id>/ this home lacks -> reports/done/
     krx sync push --via git [--remote NAME_OR_URL] [--branch NAME]
-        commit reports/done/ and reports/ops/ in the home's own git repository (created when missing) and push
+        commit reports/done/, reports/ops/ and reports/phase_c/ in the home's own git repository (created when
+        missing) and push
 
 SPEC is a local folder (a mounted share) or `[user@]host:path` reached over ssh; SPEC itself must exist (a missing
 one is what an unmounted share looks like, and creating it would fill the local disk instead): everything below it
@@ -382,8 +384,9 @@ def rsync_push(home: Home, spec: Spec, rs: Rsync, *, delete: bool, retry_cfg: di
 
     # 1. the remote's reports/done/ (empty) and reports/ops/; `SPEC/.` makes rsync fail instead of creating SPEC
     sources = [f"{home.root}/./reports/done"]
-    if (home.reports / "ops").is_dir():
-        sources.append(f"{home.root}/./reports/ops")
+    for extra in ("ops", "phase_c"):  # receipts, the summary and trading's reconcile summary
+        if (home.reports / extra).is_dir():
+            sources.append(f"{home.root}/./reports/{extra}")
     args = ["--relative", "--delay-updates", f"--partial-dir={PARTIAL_DIR}", f"--exclude={HIDDEN_TMP}",
             "--exclude=/reports/done/*", *(["--delete"] if delete else []), *sources, spec.arg(".")]
     _step("SYNC_OPS", rs.run, "ops", args, retry_cfg=retry_cfg,
@@ -526,7 +529,7 @@ def git_push(home: Home, remote: str, branch: str, *, retry_cfg: dict, timeout_s
         git.identity = GIT_IDENTITY
 
     # stage results and receipts (also their removal, e.g. by retention); hidden work in progress never
-    paths = [p for p in ("reports/done", "reports/ops")
+    paths = [p for p in ("reports/done", "reports/ops", "reports/phase_c")
              if (home.root / p).exists() or git("ls-files", "--", p, check=False).stdout.strip()]
     message = f"{COMMIT_PREFIX}{log.now():%Y-%m-%d}"
     committed = False

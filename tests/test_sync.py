@@ -88,6 +88,8 @@ def test_push_sends_results_and_receipts_never_work_in_progress(home: Home, tmp_
     add_result(home, "20260106-momentum_topN_v1-def")
     add_receipts(home)
     work_in_progress(home)
+    (home.reports / "phase_c" / "latest").mkdir(parents=True)  # trading's reconcile summary travels like results
+    (home.reports / "phase_c" / "latest" / "recon_summary.json").write_text('{"schema": "recon_summary/1"}')
     nas = tmp_path / "nas"
     nas.mkdir()
 
@@ -96,7 +98,8 @@ def test_push_sends_results_and_receipts_never_work_in_progress(home: Home, tmp_
     assert events(r.stderr) == ["SYNC_START", "SYNC_OPS", "SYNC_LIST", "SYNC_RESULTS", "SYNC_PUBLISH", "SYNC_DONE"]
     assert "sent 2 results" in r.stderr
     mine = {k: v for k, v in tree(home.reports).items() if not k.split("/")[-2].startswith(".")
-            and not Path(k).name.startswith(".") and k.split("/")[0] in ("done", "ops")}
+            and not Path(k).name.startswith(".") and k.split("/")[0] in ("done", "ops", "phase_c")}
+    assert "phase_c/latest/recon_summary.json" in mine
     assert tree(nas / "reports") == mine  # byte for byte, and nothing hidden, no staging left behind
     assert not any(p.name.startswith(".") for p in nas.rglob("*"))
 

@@ -1,0 +1,1 @@
+"""Faces: thin layers that parse input, call the core (common/, nas/) and present its answers."""

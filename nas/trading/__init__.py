@@ -1,0 +1,1 @@
+"""Trading, Phase 0 (docs/trading.md): the core the `krx trade` CLI and the HTTP faces call."""
