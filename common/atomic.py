@@ -42,7 +42,8 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
+    # a name that is not UTF-8 (surrogates) becomes a \udcXX escape, never a UnicodeEncodeError mid-job
+    return write_bytes(path, text.encode("utf-8", "backslashreplace"))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -31,6 +31,37 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+SWITCH_COMMANDS = ("estop", "sender", "gate")
+MAX_ENV_BYTES = 1 << 20
+
+
+def load_env_file(home: Home) -> str | None:
+    """Put the home's .env into the environment (existing variables win; secrets are never logged). Returns what
+    is wrong with it (naming the file, the line and what was expected), or None."""
+    from common import safeio
+
+    path = home.root / ".env"
+    try:
+        data = safeio.read_bytes(path, MAX_ENV_BYTES)
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:  # a folder, FIFO or link where .env should be, or far too large
+        return f"{path}: expected a regular file of KEY=value lines ({exc})"
+    except OSError as exc:
+        return f"{path}: cannot read ({exc.strerror or exc})"
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return f"{path}: line {line}: expected UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x})"
+    import io
+
+    from dotenv import load_dotenv
+
+    load_dotenv(stream=io.StringIO(text), override=False)
+    return None
+
+
 def parse_date(text: str) -> dt.date:
     """argparse type for dates: YYYY-MM-DD or YYYYMMDD."""
     try:
@@ -71,12 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(chosen if chosen in COMMANDS else None)
     args = parser.parse_args(argv)
     home = Home.from_env()
-    try:
-        from dotenv import load_dotenv
-
-        load_dotenv(home.root / ".env", override=False)  # secrets only; never logged
-    except OSError:
-        pass
+    env_error = load_env_file(home)
+    # the switch commands need no secret: a damaged .env must never lock out the emergency stop
+    if env_error and not (args.command == "ops" and getattr(args, "ops_command", None) in SWITCH_COMMANDS):
+        print(f"krx {args.command}: config error: {env_error}", file=sys.stderr)
+        return EXIT_FAILED
+    if env_error:
+        print(f"krx {args.command}: warning: {env_error}; ignored for this switch command", file=sys.stderr)
     from common import switches
 
     switches.enforce_mock_only(home)  # MOCK_ONLY: no external channel for this job or its children

@@ -12,18 +12,16 @@ or fork the chain; the line is fsynced before the lock is released.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import getpass
 import hashlib
 import json
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common import atomic
+from common import atomic, locks, safeio
 from common.home import Home
 from common.log import now
 
@@ -31,6 +29,7 @@ LOG_NAME = "events.jsonl"
 HEAD_NAME = "events.head.json"
 LOCK_NAME = ".events.lock"
 GENESIS = "0" * 64
+MAX_LOG_BYTES = 256 << 20  # ~300 bytes an event, a few hundred events a day: decades of room
 RESERVED = ("seq", "ts", "event", "by", "correlation_id", "prev_hash", "hash")
 
 
@@ -56,7 +55,10 @@ def correlation_id(asof_date: dt.date | str, strategy: str) -> str:
 
 
 def canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # a file name that is not UTF-8 carries surrogates: written as the JSON escape \udcXX, which parses back to
+    # the same string, so the hash a reader computes is the one written
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", "backslashreplace")
 
 
 def line_hash(record: dict) -> str:
@@ -64,34 +66,10 @@ def line_hash(record: dict) -> str:
     return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
 
 
-@contextlib.contextmanager
-def _locked(state: Path) -> Iterator[None]:
-    state.mkdir(parents=True, exist_ok=True)
-    with open(state / LOCK_NAME, "a+b") as fh:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: the log lives on the NAS, so a best-effort lock is enough here
-            import msvcrt
-
-            fh.seek(0)
-            msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
-            try:
-                yield
-            finally:
-                fh.seek(0)
-                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
-            return
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def _tail(path: Path) -> tuple[int, bytes, bool]:
     """(size, last non-empty line, file ends with a newline) without reading the whole log."""
     try:
-        fh = open(path, "rb")
+        fh = os.fdopen(safeio.open_regular(path), "rb")
     except FileNotFoundError:
         return 0, b"", True
     with fh:
@@ -133,7 +111,7 @@ def append(home: Home | str | os.PathLike, event: str, *, correlation_id: str | 
     if clash:
         raise ValueError(f"event fields may not use reserved names: {', '.join(clash)}")
     path = home.state / LOG_NAME
-    with _locked(home.state):
+    with locks.locked(home.state / LOCK_NAME):
         _size, last, ends_nl = _tail(path)
         seq, prev = _last_link(last)
         if seq < 0:  # count lines the slow way only when the newest line is damaged
@@ -166,8 +144,8 @@ def read(home: Home | str | os.PathLike) -> list[dict]:
     """Every parseable event, oldest first (for reports; verify() is the integrity check)."""
     out = []
     try:
-        raw = log_path(home).read_bytes()
-    except FileNotFoundError:
+        raw = safeio.read_bytes(log_path(home), MAX_LOG_BYTES)
+    except (FileNotFoundError, ValueError):  # absent, or not a regular file: verify() says which
         return out
     for ln in raw.split(b"\n"):
         if ln.strip():
@@ -183,9 +161,11 @@ def verify(home: Home | str | os.PathLike) -> tuple[bool, int | None, str]:
     home = Home.of(home)
     path = home.state / LOG_NAME
     try:
-        raw = path.read_bytes()
+        raw = safeio.read_bytes(path, MAX_LOG_BYTES)
     except FileNotFoundError:
         raw = b""
+    except ValueError as exc:
+        return False, None, f"cannot read {path.name}: {exc}"
     except OSError as exc:
         return False, None, f"cannot read {path}: {exc.strerror}"
     lines = raw.split(b"\n")

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from common import atomic
+from common import atomic, locks
 from common.home import Home
 
 # The normalized frame every source returns for one trading day.
@@ -43,6 +43,7 @@ SCHEMA = pa.schema([
     ("market_cap", pa.int64()),
     ("halted", pa.bool_()),
 ])
+LOCK_NAME = ".store.lock"
 PANEL_FIELDS = ("open", "high", "low", "close", "volume", "value", "change_pct", "market_cap", "halted")
 
 
@@ -137,6 +138,12 @@ class EodStore:
     def write(self, frames: Iterable[pd.DataFrame], closed: Iterable[dt.date] = (), source: str | None = None) -> int:
         """Store whole days (frames from `validate_day`) and closed days of `source`; returns the rows written."""
         frames = [f for f in frames if len(f)]
+        # store-wide: two writers would each merge into the year file and manifest they read, and one would lose
+        # the other's days. Under the lock each reads what the other wrote.
+        with locks.locked(self.root / LOCK_NAME):
+            return self._write(frames, closed, source)
+
+    def _write(self, frames: list[pd.DataFrame], closed: Iterable[dt.date], source: str | None) -> int:
         if source is not None:
             self.check_source(source)
         manifest = self._manifest()

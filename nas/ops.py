@@ -19,7 +19,7 @@ import argparse
 import json
 import logging
 
-from common import events, log, switches
+from common import events, locks, log, switches
 from common.cli import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK, parse_date
 from common.home import Home
 
@@ -101,7 +101,13 @@ def run(args: argparse.Namespace) -> int:
         from nas import cycle
 
         log.setup_logging("ops", home)
-        rc, receipt = cycle.run_cycle(home, args.date)
+        try:  # the cron cycle and one started by hand never run at once (the wrapper's `--lock daily`)
+            with locks.job_lock(home, "daily", wait_s=0):
+                rc, receipt = cycle.run_cycle(home, args.date)
+        except locks.LockBusy:
+            log.event(_log, "OPS_CYCLE_LOCKED", f"another ops cycle is running ({locks.job_lock_path(home, 'daily')}"
+                      "); this one did nothing", rc=EXIT_BLOCKED, level=logging.WARNING)
+            return EXIT_BLOCKED
         print(f"ops cycle {receipt['run_id']}: {receipt['result']} ({receipt['reason']}) -> "
               f"{receipt.get('snapshot', cycle.latest_receipt_path(home))}")
         return rc

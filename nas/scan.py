@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import math
 import time
 from pathlib import Path
 
-from common import atomic, calendar, config, events, log, strategy
+from common import atomic, calendar, config, events, log, safeio, strategy
 from common.cli import EXIT_FAILED, EXIT_OK, parse_date
 from common.home import Home
 from common.store import EodStore, StoreError
@@ -43,7 +42,7 @@ def load_portfolio(home: Home) -> dict:
     if not path.exists():
         return {"schema": PORTFOLIO_SCHEMA, "asof": None, "positions": []}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = safeio.read_json(path)  # a regular file, bounded, strict JSON
     except (OSError, ValueError) as exc:
         raise ScanError(f"{path}: unreadable ({exc}); fix or remove it (an empty portfolio holds nothing)") from None
     if not isinstance(data, dict) or not isinstance(data.get("positions"), list):

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from common import config, events, log, schemas
+from common import config, events, log, safeio, schemas
 from common.cli import EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.queue import Claim, Entry, Queue, new_owner
@@ -374,11 +374,13 @@ class Worker:
         """Claim and start one inbox entry: True if started, False if not (gone, failed), or seconds to wait for
         a file that is still being written. Only a parse here: the full validation reads the claimed file."""
         if not entry.valid_name:
-            why = "is a symbolic link" if entry.path.is_symlink() else \
-                "is not a request file name <id>.json with id matching [A-Za-z0-9._-]{1,128}"
-            self._reject(entry, schemas.RequestError(
-                schemas.INVALID_REQUEST, f"{entry.path.name}: id: the file name {why}", file=entry.path.name,
-                field="id"))
+            name = safeio.show_name(entry.path.name)
+            if entry.kind != "file":
+                what = f"{name}: is a {entry.kind}, not a regular file (a request never chooses a path)"
+            else:
+                what = f"{name}: id: the file name is not a request file name <id>.json with id matching " \
+                       "[A-Za-z0-9._-]{1,128}"
+            self._reject(entry, schemas.RequestError(schemas.INVALID_REQUEST, what, file=name, field="id"))
             return False
         try:
             schemas.read(entry.path, max_bytes=self.settings.max_request_bytes)
@@ -417,9 +419,10 @@ class Worker:
     def _reject(self, entry: Entry, exc: schemas.RequestError) -> None:
         if self.queue.fail_entry(entry, exc.code, str(exc), self.owner, field=exc.field):
             self._seen.pop(entry.path, None)
-            log.event(_log, "REQUEST_FAILED", f"id={entry.id} error_code={exc.code} {exc}", rc=EXIT_FAILED,
+            shown = safeio.show_name(entry.id)
+            log.event(_log, "REQUEST_FAILED", f"id={shown} error_code={exc.code} {exc}", rc=EXIT_FAILED,
                       level=logging.ERROR)
-            _append_event(self.home, "backtest_rejected", None, id=entry.id, error_code=exc.code, message=str(exc))
+            _append_event(self.home, "backtest_rejected", None, id=shown, error_code=exc.code, message=str(exc))
 
     def _claim_and_start(self, entry: Entry) -> bool:
         s = self.settings
