@@ -46,6 +46,11 @@ def ingest(home: Home, source: Source, days: list[dt.date], force: bool = False)
     """Fetch and store `days` (those already stored or known closed are skipped unless `force`)."""
     store = EodStore.for_home(home)
     store.check_source(source.name)
+    gone, moved = store.repair()  # days the manifest claims but the files lack are fetched again
+    if gone or moved:
+        span = f"{gone[0]}..{gone[-1]}" if gone else "-"
+        log.event(_log, "STORE_REPAIRED", f"{len(gone)} day(s) listed but not in the year files ({span}) will be "
+                  f"fetched again; moved aside: {', '.join(moved) or 'none'}", level=logging.WARNING)
     known = set() if force else store.stored_dates() | store.closed_dates()
     todo = [d for d in days if d not in known]
     summary = {"source": source.name, "days_fetched": 0, "days_skipped": len(days) - len(todo),

@@ -113,6 +113,7 @@ def scan(home: Home, day: dt.date | None = None) -> dict:
     params = strategy.default_params(home)
     # calendar days that surely cover the trading rows the indicators need
     start = asof - dt.timedelta(days=int(strategy.warmup_rows(params) * 1.5) + 30)
+    store.require_days(start, asof)  # StoreError naming the days a lost year file took, and the repair
     panels = store.load_panel(["close", "halted", "value"], start=start, end=asof)
     ctx = strategy.Indicators.build(panels, params)
     portfolio = load_portfolio(home)
