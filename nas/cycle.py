@@ -255,6 +255,7 @@ class _Run:
         self.result, self.reason = COMPLETED, "OK"
         self.asof: dt.date | None = day
         self.cid: str | None = None
+        self.tampered = ""  # what verify-log said, when it failed
 
     def emit(self, name: str, **fields: Any) -> None:
         _emit(self.home, name, self.cid, self.warnings, run_id=self.run_id, **fields)
@@ -274,6 +275,10 @@ class _Run:
             log.event(_log, "OPS_RECEIPT_FAILED", f"{exc}", level=logging.ERROR)
         self.emit("OPS_CYCLE_END", result=self.result, reason=self.reason,
                   steps={s.name: s.status for s in self.steps})
+        try:  # once a day a signed checkpoint goes into reports/ops/, which the sync carries off the box
+            events.export_checkpoint(self.home)
+        except OSError as exc:
+            log.event(_log, "OPS_CHECKPOINT_FAILED", f"{exc}", level=logging.WARNING)
         rc = EXIT_OF[self.result]
         level = logging.INFO if rc == EXIT_OK else (logging.WARNING if rc == EXIT_BLOCKED else logging.ERROR)
         log.event(_log, "OPS_CYCLE_END", f"run_id={self.run_id} result={self.result} reason={self.reason}", rc=rc,
@@ -306,8 +311,8 @@ def _cycle(run: _Run) -> None:
                       else f"all {len(checks)} checks passed ({', '.join(c['check'] for c in checks)})"))
     run.cid = events.correlation_id(day, _strategy(home, env)) if day else None
     ok_log, _bad_line, log_msg = events.verify(home)
-    if not ok_log:
-        run.warnings.append(f"EVENT_LOG_TAMPERED: {log_msg}")
+    if not ok_log:  # the day's data does not depend on the audit trail: the steps run, the result is BLOCKED
+        run.tampered = log_msg
         log.event(_log, "OPS_EVENT_LOG_TAMPERED", log_msg, level=logging.ERROR)
     if failed:
         run.result, run.reason = FAILED, "PREFLIGHT_FAIL"
@@ -336,6 +341,14 @@ def _cycle(run: _Run) -> None:
     if not g.readable or not snd.readable:
         what = g.error if not g.readable else snd.error
         steps.append(Step("gate", BLOCKED, None, 0, f"state unreadable, fail closed: {what}"))
+        run.result, run.reason = BLOCKED, "STATE_UNREADABLE"
+        return
+    from nas.scan import ScanError, load_portfolio
+
+    try:  # the model portfolio is state too: damaged, it blocks like a damaged switch (README: exit 2)
+        load_portfolio(home)
+    except ScanError as exc:
+        steps.append(Step("portfolio", BLOCKED, None, 0, f"state unreadable, fail closed: {exc}"))
         run.result, run.reason = BLOCKED, "STATE_UNREADABLE"
         return
     allowed, why = switches.external_send_allowed(home)
@@ -388,6 +401,9 @@ def _cycle(run: _Run) -> None:
                 skip_rest = f"skipped: {name} was blocked"
             elif run.result == COMPLETED:
                 run.result, run.reason = WARN, f"STEP_BLOCKED:{name}"
+    if run.tampered and run.result in (COMPLETED, WARN):
+        run.result, run.reason = BLOCKED, "EVENT_LOG_TAMPERED"
+        run.warnings.append(f"EVENT_LOG_TAMPERED: {run.tampered}")
     if run.result == COMPLETED:
         if run.warnings:
             run.result, run.reason = WARN, run.warnings[0].split(":", 1)[0]

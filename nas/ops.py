@@ -35,7 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("gate", help="show or set the execution gate", description="show or set the execution gate")
     s.add_argument("mode", nargs="?", type=str.upper, choices=list(switches.GATE_MODES))
     s.add_argument("--reason", help="why (required to change it; goes into the event log)")
-    sub.add_parser("verify-log", help="check the event log's hash chain")
+    s = sub.add_parser("verify-log", help="check the event log's hash chain against its signed checkpoints")
+    s.add_argument("--reanchor", action="store_true", help="after a tampering was looked into: keep the log "
+                   "aside for the audit and start a new chain (needs --reason)")
+    s.add_argument("--reason", help="why (with --reanchor; goes into the new log's first event)")
     s = sub.add_parser("cycle", help="run the daily ops cycle")
     s.add_argument("--date", type=parse_date, help="the trading day to run (default: today, Asia/Seoul)")
     s = sub.add_parser("summary", help="write the risk summary JSON")
@@ -94,6 +97,12 @@ def run(args: argparse.Namespace) -> int:
         log.setup_logging("ops", home, console=False)
         return _switch_command(home, args)
     if cmd == "verify-log":
+        if args.reanchor:
+            if not (args.reason or "").strip():
+                print("krx ops verify-log --reanchor: --reason TEXT is required (it goes into the new log)")
+                return EXIT_FAILED
+            aside, _first = events.reanchor(home, args.reason)
+            print(f"event log kept aside as {aside}; a new chain starts with EVENT_LOG_REANCHORED")
         ok, line, message = events.verify(home)
         print(message)
         return EXIT_OK if ok else 1
@@ -110,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_BLOCKED
         print(f"ops cycle {receipt['run_id']}: {receipt['result']} ({receipt['reason']}) -> "
               f"{receipt.get('snapshot', cycle.latest_receipt_path(home))}")
+        for check in receipt.get("preflight", []):  # what failed, not only that it did: the file and the key
+            if not check["ok"]:
+                print(f"  preflight {check['check']}: {check['details']}")
         return rc
     if cmd in ("summary", "status"):
         from nas import summary

@@ -15,7 +15,7 @@ reports/ops/summary/ops_summary_latest.json (schema ops_summary/1): `overall_sta
   CONFIG_INVALID      HIGH      a config file does not validate
   DISK_LOW            HIGH      free space in the home under ops.min_free_disk_mb
 
-overall_status: STOPPED (emergency stop) > BLOCKED (a damaged switch, or the last run was blocked) >
+overall_status: STOPPED (emergency stop) > BLOCKED (any CRITICAL risk, or the last run was blocked) >
 NO_RUN_HISTORY (no cycle has run yet) > WARN (any other risk) > OK.
 """
 
@@ -215,8 +215,8 @@ def build(home: Home, now: dt.datetime | None = None, env: Mapping[str, str] | N
     codes = {r["code"] for r in risks}
     if "EMERGENCY_STOP" in codes:
         overall = "STOPPED"
-    elif codes & {"STATE_UNREADABLE", "LAST_RUN_BLOCKED"}:
-        overall = "BLOCKED"
+    elif codes & {"STATE_UNREADABLE", "LAST_RUN_BLOCKED"} or any(r["severity"] == "CRITICAL" for r in risks):
+        overall = "BLOCKED"  # never better than the worst risk: a CRITICAL one (a tampered log) blocks
     elif receipt is None and receipt_error is None:
         overall = "NO_RUN_HISTORY"
     elif risks:

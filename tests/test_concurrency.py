@@ -60,17 +60,20 @@ def test_a_cycle_started_while_another_runs_does_nothing(home: Home) -> None:
     assert not (home.reports / "ops/daily/ops_report_latest.json").exists()
 
 
-def test_two_ingests_at_once_over_different_ranges_keep_every_day(home: Home, cal: calendar.TradingCalendar) -> None:
-    ranges = [("2024-01-02", "2024-03-29"), ("2024-04-01", "2024-06-28")]
-    runs = [subprocess.Popen([sys.executable, "-m", "common.cli", "ingest", "--source", "sample", "--tickers", "50",
-                              "--start", a, "--end", b], env=_env(home), cwd=home.root, stdout=subprocess.PIPE,
+def test_concurrent_ingests_over_different_ranges_keep_every_day(home: Home, cal: calendar.TradingCalendar) -> None:
+    # six runs at once, half a year of the full sample market each: the old code lost days from the manifest (and
+    # from the year files) in every trial
+    ranges = [(f"{y}-01-02", f"{y}-06-30") for y in (2021, 2022, 2023)] + \
+        [(f"{y}-07-01", f"{y}-12-28") for y in (2021, 2022, 2023)]
+    runs = [subprocess.Popen([sys.executable, "-m", "common.cli", "ingest", "--source", "sample", "--start", a,
+                              "--end", b], env=_env(home), cwd=home.root, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for a, b in ranges]
     for p in runs:
-        assert p.wait(timeout=300) == 0, p.communicate()
-    expected = {d.isoformat() for a, b in ranges
-                for d in cal.sessions(dt.date.fromisoformat(a), dt.date.fromisoformat(b))}
+        assert p.wait(timeout=600) == 0, p.communicate()
+    expected = {d for a, b in ranges for d in cal.sessions(dt.date.fromisoformat(a), dt.date.fromisoformat(b))}
     manifest = json.loads((home.data / "eod/manifest.json").read_text(encoding="utf-8"))
-    assert expected <= set(manifest["dates"])
-    stored = {d.isoformat() for d in pq.read_table(home.data / "eod/2024.parquet", columns=["date"])
-              .column("date").to_pylist()}
+    assert {d.isoformat() for d in expected} <= set(manifest["dates"])
+    stored = set()
+    for year in (2021, 2022, 2023):
+        stored |= set(pq.read_table(home.data / f"eod/{year}.parquet", columns=["date"]).column("date").to_pylist())
     assert expected <= stored
