@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import signal
 import sys
 from typing import NoReturn
 
@@ -99,6 +100,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
+    if chosen == "worker" and hasattr(signal, "SIGTERM"):
+        # until the worker installs its own handlers (after its imports) a SIGTERM finds nothing claimed: a clean
+        # exit 0, not the default 143
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_OK))
     parser = build_parser(chosen if chosen in COMMANDS else None)
     args = parser.parse_args(argv)
     home = Home.from_env()
@@ -156,6 +161,10 @@ def run_calendar(args: argparse.Namespace) -> int:
         if args.next:
             print(cal.next_trading_day(args.next).isoformat())
         elif args.start and args.end:
+            if args.start > args.end:
+                raise ValueError(f"FROM {args.start} is after TO {args.end}")
+            if args.start < cal.first or args.end > cal.last:  # silence would read as "no trading day"
+                raise ValueError(f"{args.start}..{args.end} reaches outside the calendar ({cal.first}..{cal.last})")
             for day in cal.sessions(args.start, args.end):
                 print(day.isoformat())
         else:

@@ -37,7 +37,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -325,9 +325,10 @@ class Queue:
         tmp.mkdir(parents=True)
         return tmp
 
-    def finish(self, claim: Claim, tmp: Path) -> bool:
+    def finish(self, claim: Claim, tmp: Path, published_hook: Callable[[], None] | None = None) -> bool:
         """Publish `tmp` as done/<id>/ and remove the claim. False when done/<id>/ existed already (the other
-        result wins; ours is deleted)."""
+        result wins; ours is deleted). `published_hook` runs after the publish and before the claim goes: a crash
+        in between leaves the claim, and recover() finds its result ("done"), so the hook's work can be redone."""
         target = self.out / claim.id
         published = False
         if not target.exists():
@@ -347,6 +348,8 @@ class Queue:
                     raise
         if published:
             atomic.fsync_dir(self.out)
+            if published_hook is not None:
+                published_hook()
         else:
             shutil.rmtree(tmp, ignore_errors=True)
         self.drop(claim)
