@@ -58,16 +58,24 @@ def _ticker(v: Any) -> str | None:
     return None if isinstance(v, str) and TICKER_RE.fullmatch(v) else "a 6-character KRX ticker like 005930"
 
 
+def _core_tickers(v: Any) -> str | None:
+    ok = isinstance(v, list) and all(isinstance(h, Mapping) and _ticker(h.get("ticker")) is None for h in v)
+    return None if ok else "a list of {ticker, weight} whose tickers are 6-character KRX tickers like 005930"
+
+
 def _core_holdings(v: Any) -> str | None:
     ok = all(
-        isinstance(h, Mapping) and set(h) == {"ticker", "weight"} and _ticker(h["ticker"]) is None
+        isinstance(h, Mapping) and set(h) == {"ticker", "weight"} and isinstance(h["ticker"], str)
         and isinstance(h["weight"], (int, float)) and not isinstance(h["weight"], bool) and 0 < h["weight"] <= 1
         for h in v
     )
     if ok and sum(h["weight"] for h in v) <= 1:
         return None
-    return "a list of {ticker: 6-character KRX ticker, weight: 0..1} whose weights sum to at most 1"
+    return "a list of {ticker: str, weight: 0..1} whose weights sum to at most 1"
 
+
+# Tickers of the configs and of a request's parameters: real KRX codes (unit tests of the engine use made-up ones)
+TICKER_RULES: dict[str, Rule] = {"core_holdings": _core_tickers, "benchmark": _ticker, "regime.ticker": _ticker}
 
 STRATEGY_RULES: dict[str, Rule] = {
     "rebalance": choice("month_end", "week_end", "every_n"),
@@ -83,11 +91,9 @@ STRATEGY_RULES: dict[str, Rule] = {
     "weights": lambda v: None if v and all(-100 <= x <= 100 for x in v) else
     "a non-empty list of weights -100..100, one per lookback",
     "daily_limit_pct": between(0, 1000),
-    "benchmark": _ticker,
     "filters.min_history_days": between(0, 10_000),
     "filters.min_avg_value": between(0, 1e15),
     "filters.value_window": between(1, 1000),
-    "regime.ticker": _ticker,
     "regime.sma_days": between(1, 5000),
     "sell_rules.trend_sma_days": between(1, 5000),
     "sell_rules.rsi_days": between(2, 1000),
@@ -132,7 +138,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "error_log.flush_timeout_s": between(0, 600),
         "error_log.timeout_s": between(1, 600),
     },
-    "strategies": {f"strategies.*.{k}": rule for k, rule in STRATEGY_RULES.items()},
+    "strategies": {f"strategies.*.{k}": rule for k, rule in {**STRATEGY_RULES, **TICKER_RULES}.items()},
 }
 
 
@@ -320,10 +326,11 @@ def load(name: str, home: Home | None = None, env: Mapping[str, str] | None = No
     return merged
 
 
-def check_strategy_params(params: Mapping, base: Mapping, source: str = "<params>") -> dict:
-    """Merge overrides `params` into a strategy's `base` parameters and validate the result."""
+def check_strategy_params(params: Mapping, base: Mapping, source: str = "<params>", *, tickers: bool = False) -> dict:
+    """Merge overrides `params` into a strategy's `base` parameters and validate the result (`tickers`: also
+    require KRX codes, as for a request from the queue)."""
     merged = _check(_merge(copy.deepcopy(dict(base)), dict(params)), base, "", Path(source))
-    apply_rules(merged, STRATEGY_RULES, Path(source))
+    apply_rules(merged, {**STRATEGY_RULES, **TICKER_RULES} if tickers else STRATEGY_RULES, Path(source))
     if len(merged["weights"]) != len(merged["lookbacks"]):
         raise ConfigError(source, "weights", "one weight per lookback", merged["weights"])
     return merged

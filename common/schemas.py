@@ -39,7 +39,7 @@ INVALID_JSON, INVALID_REQUEST, STRATEGY_NOT_ALLOWED, TOO_LARGE = (
 REQUIRED = ("schema", "id", "created_at", "strategy", "params", "universe", "start", "end", "requested_by")
 OPTIONAL = ("correlation_id",)
 UNIVERSES = ("ALL", "KOSPI", "KOSDAQ", "KONEX")
-TICKER_RE = re.compile(r"[0-9A-Z]{6}")
+TICKER_RE = config.TICKER_RE
 MAX_TICKERS = 5000
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TEXT_RE = re.compile(r"[^\x00-\x1f\x7f]{1,128}")  # printable one-liners: they end up in logs
@@ -174,7 +174,7 @@ def validate(request: Any, *, stem: str | None = None, home: Home | None = None,
         raise _err(INVALID_REQUEST, file, "params", f"expected an object of parameter overrides, got "
                    f"{type(params).__name__}")
     try:
-        config.check_strategy_params(params, strategies["strategies"][strategy], source=file)
+        config.check_strategy_params(params, strategies["strategies"][strategy], source=file, tickers=True)
     except config.ConfigError as exc:
         prefix = f"{exc.file}: {exc.key or '<top>'}: "
         what = str(exc)[len(prefix):] if str(exc).startswith(prefix) else f"expected {exc.expected}"

@@ -224,6 +224,14 @@ def _emit(home: Home, name: str, cid: str | None, warnings: list[str], **fields:
         log.event(_log, "OPS_EVENT_LOG_FAILED", f"{name}: {exc}", level=logging.ERROR)
 
 
+def _export_checkpoint(home: Home) -> None:
+    """A signed checkpoint of the event log into reports/ops/, which `krx sync push` carries off the box."""
+    try:
+        events.export_checkpoint(home)
+    except OSError as exc:
+        log.event(_log, "OPS_CHECKPOINT_FAILED", f"{exc}", level=logging.WARNING)
+
+
 def _write_receipt(home: Home, receipt: dict) -> Path:
     snapshots = daily_dir(home) / "snapshots"
     snapshots.mkdir(parents=True, exist_ok=True)
@@ -275,10 +283,7 @@ class _Run:
             log.event(_log, "OPS_RECEIPT_FAILED", f"{exc}", level=logging.ERROR)
         self.emit("OPS_CYCLE_END", result=self.result, reason=self.reason,
                   steps={s.name: s.status for s in self.steps})
-        try:  # once a day a signed checkpoint goes into reports/ops/, which the sync carries off the box
-            events.export_checkpoint(self.home)
-        except OSError as exc:
-            log.event(_log, "OPS_CHECKPOINT_FAILED", f"{exc}", level=logging.WARNING)
+        _export_checkpoint(self.home)  # the newest one, for the next push
         rc = EXIT_OF[self.result]
         level = logging.INFO if rc == EXIT_OK else (logging.WARNING if rc == EXIT_BLOCKED else logging.ERROR)
         log.event(_log, "OPS_CYCLE_END", f"run_id={self.run_id} result={self.result} reason={self.reason}", rc=rc,
@@ -390,6 +395,8 @@ def _cycle(run: _Run) -> None:
             steps.append(Step(name, SKIPPED, None, 0, skip_rest))
             run.result, run.reason = BLOCKED, "STOPPED"
             continue
+        if name == "sync":
+            _export_checkpoint(home)  # so today's push carries it off the box
         step = _run_step(name, argv, env, home.root, timeout_s)
         steps.append(step)
         run.emit("OPS_STEP", step=name, status=step.status, rc=step.rc, elapsed_ms=step.elapsed_ms)

@@ -633,8 +633,6 @@ def run(args: argparse.Namespace) -> int:
                     "pushed" if out["pushed"] else "remote up to date")
             else:
                 spec = Spec.parse(remote)
-                if not spec.remote and not Path(spec.path).is_dir():  # retrying cannot mount a share
-                    raise SyncError(f"{spec.path} does not exist: mount the share (or create the folder once)")
                 rsh = args.rsh or cfg["rsh"] or os.environ.get("RSYNC_RSH") or DEFAULT_RSH
                 rs = Rsync(rsh, cfg["io_timeout_s"], cfg["timeout_s"], args.bwlimit)
                 log.event(_log, "SYNC_START", f"{args.direction} --via rsync remote={spec} home={home.root}"

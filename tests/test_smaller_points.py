@@ -29,12 +29,6 @@ def test_a_backtest_that_cannot_succeed_is_failed_at_once(home: Home) -> None:
     assert "JOB_RETRY" not in proc.stderr
 
 
-def test_a_missing_local_sync_target_is_not_retried(home: Home, tmp_path: Path) -> None:
-    proc = krx("sync", "push", "--via", "rsync", "--remote", str(tmp_path / "not-mounted"), home=home, timeout=120)
-    assert proc.returncode == 3
-    assert "not-mounted does not exist: mount the share" in proc.stderr and "RETRY" not in proc.stderr
-
-
 def test_calendar_outside_its_range_or_reversed_is_an_error(home: Home) -> None:
     reversed_ = krx("calendar", "2026-06-05", "2026-06-01", home=home)
     assert reversed_.returncode == 3 and "FROM 2026-06-05 is after TO 2026-06-01" in reversed_.stderr
