@@ -27,12 +27,19 @@ class LockBusy(RuntimeError):
 
 
 def _open(path: Path) -> int:
-    """The lock file's descriptor; never follows a link or blocks on a FIFO put where the lock file should be."""
+    """The lock file's descriptor; never follows a link or blocks on a FIFO: anything but a regular file where the
+    lock file should be is moved aside (`<name>.damaged`) and a fresh one made, so a lock can always be taken."""
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = (os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
              | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode):
+            os.replace(path, path.with_name(f"{path.name}.damaged"))
+    except FileNotFoundError:
+        pass
     fd = os.open(path, flags, 0o644)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced again in between: give up rather than guess
         os.close(fd)
         raise OSError(f"{path}: the lock file is not a regular file")
     return fd

@@ -69,7 +69,7 @@ def test_a_fifo_folder_or_device_link_in_the_queue_never_hangs(home: Home, kind:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_damaged_state_file_blocks_and_the_switch_commands_replace_it(home: Home, kind: str) -> None:
-    for name in (switches.ESTOP_FILE, switches.SENDER_FILE, switches.GATE_FILE):
+    for name in (switches.ESTOP_FILE, switches.SENDER_FILE, switches.GATE_FILE, ".events.lock"):
         _plant(home.state / name, kind)
     proc = krx("ops", "status", home=home, timeout=60)
     assert proc.returncode == 0, proc.stderr
