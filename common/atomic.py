@@ -30,9 +30,10 @@ def fsync_dir(path: Path) -> None:
 DEFAULT_MODE = 0o644
 
 
-def write_bytes(path: str | os.PathLike, data: bytes, mode: int = DEFAULT_MODE) -> Path:
+def write_bytes(path: str | os.PathLike, data: bytes, mode: int = DEFAULT_MODE, *, durable: bool = True) -> Path:
     """Write `data` to a hidden temporary file beside `path`, fsync it, then rename it over `path`. The file gets
-    `mode` less the process's umask."""
+    `mode` less the process's umask. `durable=False` skips the fsyncs: still all-or-nothing for a reader, but a
+    power cut may bring back the previous version (for files whose lagging is harmless)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -42,12 +43,14 @@ def write_bytes(path: str | os.PathLike, data: bytes, mode: int = DEFAULT_MODE) 
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
     return path
 
 
@@ -64,10 +67,10 @@ def _umask() -> int:
     return 0o022
 
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
+def write_text(path: str | os.PathLike, text: str, *, durable: bool = True) -> Path:
     # a name that is not UTF-8 (surrogates) becomes a \udcXX escape, never a UnicodeEncodeError mid-job
-    return write_bytes(path, text.encode("utf-8", "backslashreplace"))
+    return write_bytes(path, text.encode("utf-8", "backslashreplace"), durable=durable)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
+def write_json(path: str | os.PathLike, obj: Any, *, durable: bool = True) -> Path:
+    return write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n", durable=durable)
