@@ -3,18 +3,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean tools
 
-$(STAMP): pyproject.toml
+# rsync and git are used for real by the demo and the tests: installed when missing and allowed, else one line
+tools:
+	@scripts/ensure_tools.sh
+
+$(STAMP): pyproject.toml | tools
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: tools $(STAMP)
 	$(BIN)/python -m common.demo
 
-test: $(STAMP)
+test: tools $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

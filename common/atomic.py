@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -23,27 +24,53 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to a hidden temporary file beside `path`, fsync it, then rename it over `path`."""
+# Reports, queue files and state are read by other accounts too (a NAS and a PC on one share), so a written file
+# is readable like any file the user creates (mkstemp alone would leave 0600). Secrets are not written here: the
+# event log's key is created 0600 by common.anchor, tokens live in .env.
+DEFAULT_MODE = 0o644
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, mode: int = DEFAULT_MODE, *, durable: bool = True) -> Path:
+    """Write `data` to a hidden temporary file beside `path`, fsync it, then rename it over `path`. The file gets
+    `mode` less the process's umask. `durable=False` skips the fsyncs: still all-or-nothing for a reader, but a
+    power cut may bring back the previous version (for files whose lagging is harmless)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
     return path
 
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc), else the common 022."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
+def write_text(path: str | os.PathLike, text: str, *, durable: bool = True) -> Path:
+    # a name that is not UTF-8 (surrogates) becomes a \udcXX escape, never a UnicodeEncodeError mid-job
+    return write_bytes(path, text.encode("utf-8", "backslashreplace"), durable=durable)
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, durable: bool = True) -> Path:
+    return write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n", durable=durable)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import signal
 import sys
 from typing import NoReturn
 
@@ -31,6 +32,37 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("nas.serve", "the approval side's HTTP face: the proposals API and page"),
     "demo": ("common.demo", "run the whole day on the embedded sample market"),
 }
+
+
+SWITCH_COMMANDS = ("estop", "sender", "gate")
+MAX_ENV_BYTES = 1 << 20
+
+
+def load_env_file(home: Home) -> str | None:
+    """Put the home's .env into the environment (existing variables win; secrets are never logged). Returns what
+    is wrong with it (naming the file, the line and what was expected), or None."""
+    from common import safeio
+
+    path = home.root / ".env"
+    try:
+        data = safeio.read_bytes(path, MAX_ENV_BYTES)
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:  # a folder, FIFO or link where .env should be, or far too large
+        return f"{path}: expected a regular file of KEY=value lines ({exc})"
+    except OSError as exc:
+        return f"{path}: cannot read ({exc.strerror or exc})"
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return f"{path}: line {line}: expected UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x})"
+    import io
+
+    from dotenv import load_dotenv
+
+    load_dotenv(stream=io.StringIO(text), override=False)
+    return None
 
 
 def parse_date(text: str) -> dt.date:
@@ -70,15 +102,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
+    if chosen == "worker" and hasattr(signal, "SIGTERM"):
+        # until the worker installs its own handlers (after its imports) a SIGTERM finds nothing claimed: a clean
+        # exit 0, not the default 143
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_OK))
     parser = build_parser(chosen if chosen in COMMANDS else None)
     args = parser.parse_args(argv)
     home = Home.from_env()
-    try:
-        from dotenv import load_dotenv
-
-        load_dotenv(home.root / ".env", override=False)  # secrets only; never logged
-    except OSError:
-        pass
+    env_error = load_env_file(home)
+    # the switch commands need no secret: a damaged .env must never lock out the emergency stop
+    if env_error and not (args.command == "ops" and getattr(args, "ops_command", None) in SWITCH_COMMANDS):
+        print(f"krx {args.command}: config error: {env_error}", file=sys.stderr)
+        return EXIT_FAILED
+    if env_error:
+        print(f"krx {args.command}: warning: {env_error}; ignored for this switch command", file=sys.stderr)
     from common import switches
 
     switches.enforce_mock_only(home)  # MOCK_ONLY: no external channel for this job or its children
@@ -126,6 +163,10 @@ def run_calendar(args: argparse.Namespace) -> int:
         if args.next:
             print(cal.next_trading_day(args.next).isoformat())
         elif args.start and args.end:
+            if args.start > args.end:
+                raise ValueError(f"FROM {args.start} is after TO {args.end}")
+            if args.start < cal.first or args.end > cal.last:  # silence would read as "no trading day"
+                raise ValueError(f"{args.start}..{args.end} reaches outside the calendar ({cal.first}..{cal.last})")
             for day in cal.sessions(args.start, args.end):
                 print(day.isoformat())
         else:

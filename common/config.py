@@ -9,25 +9,33 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from common import safeio
 from common.home import DEFAULT_CONFIGS, Home
 
 ENV_PREFIX = "KRX__"
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class ConfigError(ValueError):
     """A config value is wrong: names the file, the key path and what was expected."""
 
     def __init__(self, file: str | os.PathLike, key: str, expected: str, got: Any = None):
-        self.file, self.key, self.expected = str(file), key, expected
-        shown = "" if got is None else f", got {got!r}"
+        self.file, self.key, self.expected, self.got = str(file), key, expected, got
+        shown = "" if got is None else f", got {_clip(repr(got))}"  # a 4,000-digit value is not echoed whole
         super().__init__(f"{self.file}: {key or '<top>'}: expected {expected}{shown}")
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
 
 
 Rule = Callable[[Any], str | None]  # returns what was expected, or None when the value is fine
@@ -39,6 +47,20 @@ def choice(*allowed: Any) -> Rule:
 
 def between(lo: float, hi: float) -> Rule:
     return lambda v: None if lo <= v <= hi else f"a number between {lo} and {hi}"
+
+
+# KRX's short codes: six characters, digits and capital letters (005930, 00104K, 0000J0). Every ticker a config,
+# a parameter or a request names must match it: it ends up in file names, log lines and Slack.
+TICKER_RE = re.compile(r"[0-9A-Z]{6}")
+
+
+def _ticker(v: Any) -> str | None:
+    return None if isinstance(v, str) and TICKER_RE.fullmatch(v) else "a 6-character KRX ticker like 005930"
+
+
+def _core_tickers(v: Any) -> str | None:
+    ok = isinstance(v, list) and all(isinstance(h, Mapping) and _ticker(h.get("ticker")) is None for h in v)
+    return None if ok else "a list of {ticker, weight} whose tickers are 6-character KRX tickers like 005930"
 
 
 def _core_holdings(v: Any) -> str | None:
@@ -94,6 +116,9 @@ def _action_names(v: Any) -> str | None:
     return None if ok and len(set(v)) == len(v) else "a list of distinct names like live_fire (a-z, 0-9, _)"
 
 
+# Tickers of the configs and of a request's parameters: real KRX codes (unit tests of the engine use made-up ones)
+TICKER_RULES: dict[str, Rule] = {"core_holdings": _core_tickers, "benchmark": _ticker, "regime.ticker": _ticker}
+
 STRATEGY_RULES: dict[str, Rule] = {
     "rebalance": choice("month_end", "week_end", "every_n"),
     "rebalance_every_n": between(1, 10_000),
@@ -105,8 +130,12 @@ STRATEGY_RULES: dict[str, Rule] = {
     "execution": choice("next_open", "close"),
     "slippage_bps": between(0, 1000),
     "core_holdings": _core_holdings,
-    "lookbacks": lambda v: None if v and all(x >= 1 for x in v) else "a non-empty list of positive day counts",
-    "weights": lambda v: None if v else "a non-empty list of weights, one per lookback",
+    "lookbacks": lambda v: None if v and all(1 <= x <= 5000 for x in v) else "a non-empty list of day counts 1..5000",
+    "weights": lambda v: None if v and all(-100 <= x <= 100 for x in v) else
+    "a non-empty list of weights -100..100, one per lookback",
+    "daily_limit_pct": between(0, 1000),
+    "filters.min_history_days": between(0, 10_000),
+    "filters.min_avg_value": between(0, 1e15),
     "filters.value_window": between(1, 1000),
     "regime.sma_days": between(1, 5000),
     "sell_rules.trend_sma_days": between(1, 5000),
@@ -118,16 +147,34 @@ STRATEGY_RULES: dict[str, Rule] = {
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 RULES: dict[str, dict[str, Rule]] = {
+    # every number has a range (a negative size or timeout fails everything at once); NaN and infinity are
+    # refused by the type check itself
     "app": {
         "source": choice("sample", "pykrx"),
+        "sample.seed": between(0, 2**32 - 1),
         "sample.tickers": between(10, 3000),
+        "ingest.history_days": between(1, 36_500),
         "ingest.http_timeout_s": between(1, 600),
         "retry.attempts": between(1, 20),
+        "retry.deadline_s": between(1, 86_400),
+        "retry.wait_initial_s": between(0, 3600),
+        "retry.wait_max_s": between(0, 3600),
         "worker.interval_s": between(0.05, 3600),
         "worker.lease_s": between(1, 86400),
         "worker.max_attempts": between(1, 100),
         "worker.concurrency": between(1, 64),
+        "worker.settle_s": between(0, 3600),
+        "worker.max_request_bytes": between(1024, 1 << 30),
+        "worker.stop_grace_s": between(0, 3600),
+        "request.years": between(1, 50),
         "sync.via": choice("rsync", "git"),
+        "sync.io_timeout_s": between(1, 86_400),
+        "sync.timeout_s": between(1, 86_400),
+        "ops.min_free_disk_mb": between(0, 1e15),
+        "ops.queue_backlog_hours": between(0, 8760),
+        "ops.step_timeout_s": between(1, 86_400),
+        "retention.keep_days": between(1, 36_500),
+        "retention.backup_keep": between(0, 10_000),
         "real_path.approval_ttl_hours": between(1, 168),
         "real_path.window_max_minutes": between(1, 120),
         "real_path.max_real_executions": between(1, 10),
@@ -136,8 +183,14 @@ RULES: dict[str, dict[str, Rule]] = {
         "live_fire.end": _hhmm,
     },
     "execution_allowlist": {"allowed": _action_names},
-    "notify": {"delivery_policy": choice("CONSOLE_ONLY", "SLACK")},
-    "strategies": {f"strategies.*.{k}": rule for k, rule in STRATEGY_RULES.items()},
+    "notify": {
+        "delivery_policy": choice("CONSOLE_ONLY", "SLACK"),
+        "error_log.fold_window_s": between(0, 86_400),
+        "error_log.queue_size": between(1, 100_000),
+        "error_log.flush_timeout_s": between(0, 600),
+        "error_log.timeout_s": between(1, 600),
+    },
+    "strategies": {f"strategies.*.{k}": rule for k, rule in {**STRATEGY_RULES, **TICKER_RULES}.items()},
     "trading": {
         "*.host": _loopback_host,
         "*.port": between(1024, 65535),
@@ -173,9 +226,13 @@ def _read_yaml(path: Path) -> Any:
     """The parsed file (a fresh copy: callers merge into it). YAML parsing is slow and jobs load the same configs
     many times (every backtest build reads strategies.yaml), so the same text is never parsed twice."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = safeio.read_bytes(path, MAX_CONFIG_BYTES).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "<file>", f"UTF-8 text (byte {exc.start} is not)") from None
+    except ValueError as exc:  # a folder, FIFO, link or 1 GB where the config should be
+        raise ConfigError(path, "<file>", f"a readable YAML file ({exc})") from None
     except OSError as exc:
-        raise ConfigError(path, "", "a readable YAML file", exc.strerror) from None
+        raise ConfigError(path, "<file>", "a readable YAML file", exc.strerror) from None
     if text not in _PARSED:
         try:
             data = yaml.safe_load(text)
@@ -224,7 +281,7 @@ def _check(value: Any, schema: Any, key: str, file: Path) -> Any:
     elif isinstance(schema, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(schema, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value
     elif isinstance(schema, dt.date):
         if isinstance(value, str):
@@ -284,24 +341,37 @@ def _scalar(raw: str) -> Any:
     return value
 
 
-def _env_overrides(name: str, schema: Mapping, env: Mapping[str, str]) -> dict:
-    """Collect KRX__<NAME>__... variables into a nested dict, keys matched to the schema's spelling."""
+def _env_overrides(name: str, schema: Mapping, env: Mapping[str, str]) -> tuple[dict, dict[str, str]]:
+    """Collect KRX__<NAME>__... variables into a nested dict, keys matched to the schema's spelling; and which
+    variable set which key path (so an error names the variable, not the file)."""
     prefix = f"{ENV_PREFIX}{name.upper()}__"
     out: dict = {}
+    origin: dict[str, str] = {}
     for var, raw in env.items():
         if not var.startswith(prefix):
             continue
         parts = var[len(prefix):].split("__")
-        node, sch = out, schema
+        node, sch, path = out, schema, []
         for i, part in enumerate(parts):
             known = {str(k).upper(): k for k in sch} if isinstance(sch, Mapping) else {}
             key = known.get(part.upper(), part.lower())
+            path.append(str(key))
             if i == len(parts) - 1:
                 node[key] = _scalar(raw)
             else:
                 node = node.setdefault(key, {})
                 sch = sch.get(key, {}) if isinstance(sch, Mapping) else {}
-    return out
+        origin[".".join(path)] = var
+    return out, origin
+
+
+def _from_env(exc: ConfigError, origin: Mapping[str, str], fallback: Path) -> ConfigError:
+    """The error again, naming the environment variable that set the key (or the key's parent)."""
+    key = exc.key
+    for path, var in sorted(origin.items(), key=lambda kv: -len(kv[0])):
+        if key == path or key.startswith(path + ".") or key.startswith(path + "["):
+            return ConfigError(f"environment variable {var}", key, exc.expected, exc.got)
+    return ConfigError(fallback, key, exc.expected, exc.got) if exc.file.startswith("<environment") else exc
 
 
 def load(name: str, home: Home | None = None, env: Mapping[str, str] | None = None) -> dict:
@@ -310,24 +380,30 @@ def load(name: str, home: Home | None = None, env: Mapping[str, str] | None = No
     env = os.environ if env is None else env
     schema = _read_yaml(default_path(name))
     path = home.configs / f"{name}.yaml"
-    data = _read_yaml(path) if path.exists() else {}
-    if not path.exists():
+    data = _read_yaml(path) if path.exists() or path.is_symlink() else {}
+    if not (path.exists() or path.is_symlink()):
         path = default_path(name)
     merged = _merge(copy.deepcopy(schema), data)
     merged = _check(merged, schema, "", path)
-    overrides = _env_overrides(name, schema, env)
-    if overrides:
-        env_file = Path(f"<environment {ENV_PREFIX}{name.upper()}__...>")
-        merged = _check(_merge(merged, overrides), schema, "", env_file)
-        apply_rules(merged, RULES.get(name, {}), env_file)
-    apply_rules(merged, RULES.get(name, {}), path)
+    overrides, origin = _env_overrides(name, schema, env)
+    try:
+        if overrides:
+            merged = _check(_merge(merged, overrides), schema, "", Path(f"<environment {ENV_PREFIX}{name.upper()}>"))
+        apply_rules(merged, RULES.get(name, {}), path)  # on the final values: a variable may fix the file's
+    except ConfigError as exc:
+        raise _from_env(exc, origin, path) from None
+    if name == "strategies":
+        missing = [s for s in merged.get("allowlist", []) if s not in merged.get("strategies", {})]
+        if missing:
+            raise ConfigError(path, "allowlist", "names with parameters under strategies:", missing[0])
     return merged
 
 
-def check_strategy_params(params: Mapping, base: Mapping, source: str = "<params>") -> dict:
-    """Merge overrides `params` into a strategy's `base` parameters and validate the result."""
+def check_strategy_params(params: Mapping, base: Mapping, source: str = "<params>", *, tickers: bool = False) -> dict:
+    """Merge overrides `params` into a strategy's `base` parameters and validate the result (`tickers`: also
+    require KRX codes, as for a request from the queue)."""
     merged = _check(_merge(copy.deepcopy(dict(base)), dict(params)), base, "", Path(source))
-    apply_rules(merged, STRATEGY_RULES, Path(source))
+    apply_rules(merged, {**STRATEGY_RULES, **TICKER_RULES} if tickers else STRATEGY_RULES, Path(source))
     if len(merged["weights"]) != len(merged["lookbacks"]):
         raise ConfigError(source, "weights", "one weight per lookback", merged["weights"])
     return merged

@@ -12,26 +12,25 @@ or fork the chain; the line is fsynced before the lock is released.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import getpass
 import hashlib
 import json
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common import atomic
+from common import anchor, locks, safeio
 from common.home import Home
 from common.log import now
 
 LOG_NAME = "events.jsonl"
-HEAD_NAME = "events.head.json"
+HEAD_NAME = anchor.HEAD_NAME
 LOCK_NAME = ".events.lock"
 GENESIS = "0" * 64
-RESERVED = ("seq", "ts", "event", "by", "correlation_id", "prev_hash", "hash")
+MAX_LOG_BYTES = 256 << 20  # ~300 bytes an event, a few hundred events a day: decades of room
+RESERVED = ("seq", "ts", "event", "by", "correlation_id", "prev_hash", "hash", "mac")
 
 
 def log_path(home: Home | str | os.PathLike) -> Path:
@@ -56,7 +55,10 @@ def correlation_id(asof_date: dt.date | str, strategy: str) -> str:
 
 
 def canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # a file name that is not UTF-8 carries surrogates: written as the JSON escape \udcXX, which parses back to
+    # the same string, so the hash a reader computes is the one written
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", "backslashreplace")
 
 
 def line_hash(record: dict) -> str:
@@ -64,34 +66,10 @@ def line_hash(record: dict) -> str:
     return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
 
 
-@contextlib.contextmanager
-def _locked(state: Path) -> Iterator[None]:
-    state.mkdir(parents=True, exist_ok=True)
-    with open(state / LOCK_NAME, "a+b") as fh:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: the log lives on the NAS, so a best-effort lock is enough here
-            import msvcrt
-
-            fh.seek(0)
-            msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
-            try:
-                yield
-            finally:
-                fh.seek(0)
-                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
-            return
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def _tail(path: Path) -> tuple[int, bytes, bool]:
     """(size, last non-empty line, file ends with a newline) without reading the whole log."""
     try:
-        fh = open(path, "rb")
+        fh = os.fdopen(safeio.open_regular(path), "rb")
     except FileNotFoundError:
         return 0, b"", True
     with fh:
@@ -133,8 +111,13 @@ def append(home: Home | str | os.PathLike, event: str, *, correlation_id: str | 
     if clash:
         raise ValueError(f"event fields may not use reserved names: {', '.join(clash)}")
     path = home.state / LOG_NAME
-    with _locked(home.state):
-        _size, last, ends_nl = _tail(path)
+    key, _where = anchor.load_key(create=True)
+    with locks.locked(home.state / LOCK_NAME):
+        try:
+            _size, last, ends_nl = _tail(path)
+        except safeio.UnsafeFile as exc:  # a FIFO or link put where the log should be: kept aside, never read
+            os.replace(path, path.with_name(f"{LOG_NAME}.damaged-{now():%Y%m%d%H%M%S}-{exc.kind}"))
+            _size, last, ends_nl = 0, b"", True
         seq, prev = _last_link(last)
         if seq < 0:  # count lines the slow way only when the newest line is damaged
             seq = sum(1 for ln in path.read_bytes().split(b"\n") if ln.strip())
@@ -148,6 +131,7 @@ def append(home: Home | str | os.PathLike, event: str, *, correlation_id: str | 
             **json.loads(json.dumps(fields, ensure_ascii=False, default=str)),
             "prev_hash": prev,
         }
+        record["mac"] = anchor.mac(key, record)  # what the chain alone cannot give: only the key's holder signs
         record["hash"] = line_hash(record)
         data = canonical(record) + b"\n"
         if not ends_nl:  # a torn last line (crash mid-write) must not swallow this one
@@ -158,16 +142,45 @@ def append(home: Home | str | os.PathLike, event: str, *, correlation_id: str | 
             os.fsync(fd)
         finally:
             os.close(fd)
-        atomic.write_json(home.state / HEAD_NAME, {"seq": record["seq"], "hash": record["hash"]})
+        anchor.write(home, anchor.checkpoint(key, home, record["seq"], record["hash"]))
     return record
+
+
+def export_checkpoint(home: Home | str | os.PathLike) -> None:
+    """Copy the newest checkpoint into reports/ops/checkpoint/, which `krx sync push` carries off the box (the
+    daily cycle calls this). A checkpoint is a count and a hash: it reveals nothing of the events."""
+    home = Home.of(home)
+    key, _where = anchor.load_key(create=True)
+    with locks.locked(home.state / LOCK_NAME):
+        _size, last, _nl = _tail(home.state / LOG_NAME)
+        seq, last_hash = _last_link(last)
+        if seq > 0:
+            anchor.write(home, anchor.checkpoint(key, home, seq, last_hash), export=True)
+
+
+def reanchor(home: Home | str | os.PathLike, reason: str) -> tuple[Path, dict]:
+    """After a tampering was found and looked into: keep the log aside for the audit and start a new chain whose
+    first event names it. Returns (where the old log went, the first event)."""
+    home = Home.of(home)
+    ok, _line, message = verify(home)
+    path = home.state / LOG_NAME
+    aside = path.with_name(f"events.{now():%Y%m%d-%H%M%S}.{'intact' if ok else 'tampered'}.jsonl")
+    with locks.locked(home.state / LOCK_NAME):
+        if os.path.lexists(path):
+            os.replace(path, aside)
+        for found, _record, _why in anchor.anchors(home):
+            Path(found).unlink(missing_ok=True)
+    first = append(home, "EVENT_LOG_REANCHORED", previous_log=aside.name, previous_verify=message, reason=reason)
+    export_checkpoint(home)
+    return aside, first
 
 
 def read(home: Home | str | os.PathLike) -> list[dict]:
     """Every parseable event, oldest first (for reports; verify() is the integrity check)."""
     out = []
     try:
-        raw = log_path(home).read_bytes()
-    except FileNotFoundError:
+        raw = safeio.read_bytes(log_path(home), MAX_LOG_BYTES)
+    except (FileNotFoundError, ValueError):  # absent, or not a regular file: verify() says which
         return out
     for ln in raw.split(b"\n"):
         if ln.strip():
@@ -179,19 +192,26 @@ def read(home: Home | str | os.PathLike) -> list[dict]:
 
 
 def verify(home: Home | str | os.PathLike) -> tuple[bool, int | None, str]:
-    """(ok, first bad line number (1-based) or None, message). A missing log is an intact, empty one."""
+    """(ok, first bad line number (1-based) or None, message naming the anchor used). A missing log with no
+    checkpoint anywhere is an intact, empty one."""
     home = Home.of(home)
     path = home.state / LOG_NAME
     try:
-        raw = path.read_bytes()
+        raw = safeio.read_bytes(path, MAX_LOG_BYTES)
     except FileNotFoundError:
         raw = b""
+    except ValueError as exc:
+        return False, None, f"cannot read {path.name}: {exc}"
     except OSError as exc:
         return False, None, f"cannot read {path}: {exc.strerror}"
+    try:
+        key, key_where = anchor.load_key(create=False)
+    except OSError as exc:
+        return False, None, str(exc)
     lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
+    while lines and not lines[-1].strip():  # trailing blank lines are not a gap
         lines.pop()
-    prev, count = GENESIS, 0
+    prev, hashes, signed_from = GENESIS, [], None
     for number, ln in enumerate(lines, start=1):
         if not ln.strip():
             return False, number, f"line {number}: empty line inside the log (a line was removed or inserted)"
@@ -208,25 +228,48 @@ def verify(home: Home | str | os.PathLike) -> tuple[bool, int | None, str]:
                                    "(a line was deleted, inserted or reordered)")
         if rec.get("seq") != number:
             return False, number, f"line {number}: sequence number {rec.get('seq')!r} out of order"
-        prev, count = rec["hash"], number
-    head_path = home.state / HEAD_NAME
-    try:
-        head = json.loads(head_path.read_text(encoding="utf-8"))
-        head_seq, head_hash = int(head["seq"]), str(head["hash"])
-        if head_seq < 1:  # written after an append, so it counts at least one event
-            raise ValueError(f"seq {head_seq}")
-    except FileNotFoundError:
-        head_seq, head_hash = None, None
-    except (OSError, ValueError, KeyError, TypeError):
-        return False, count + 1, f"{head_path.name}: unreadable head record"
-    if head_seq is not None:
-        if head_seq > count:
-            return False, count + 1, (f"line {count + 1}: missing; the head records {head_seq} events but the log "
-                                      f"has {count} (newest lines deleted)")
-        # the head may lag by lines appended after it was written (a crash in between): those still chain
-        got = json.loads(lines[head_seq - 1]).get("hash") if head_seq else GENESIS
-        if got != head_hash:
-            return False, head_seq, f"line {head_seq}: does not match the recorded head hash"
-    elif count:
-        return False, count + 1, f"{head_path.name} is missing although the log has {count} events"
-    return True, None, f"event log intact: {count} events"
+        if "mac" in rec or signed_from is not None:  # once signed, every later line must be
+            if key is None:
+                return False, number, f"line {number}: signed, but the event log key is missing ({key_where})"
+            if not anchor.signed(key, rec):
+                return False, number, f"line {number}: signature does not match (forged, or written without the key)"
+            signed_from = signed_from or number
+        prev = rec["hash"]
+        hashes.append(prev)
+    return _check_anchors(home, hashes, signed_from, key, key_where)
+
+
+def _check_anchors(home: Home, hashes: list[str], signed_from: int | None, key: bytes | None,
+                   key_where: str) -> tuple[bool, int | None, str]:
+    """Every checkpoint found must be genuine and agree with the chain; the newest one bounds the tail."""
+    count, best, best_name = len(hashes), None, ""
+    for where, record, why in anchor.anchors(home):
+        name = Path(where).name if Path(where).parent == home.state else where
+        if record is None:
+            return False, count + 1, f"{name}: unreadable checkpoint ({why})"
+        if "mac" in record:
+            if key is None:
+                return False, count + 1, f"{name}: signed checkpoint, but the event log key is missing ({key_where})"
+            if not anchor.signed(key, record):
+                return False, count + 1, f"{name}: checkpoint signature does not match (forged or edited)"
+        elif signed_from is not None or Path(where).parent != home.state:
+            return False, count + 1, f"{name}: unsigned checkpoint where signed ones are written (forged)"
+        seq = record["seq"]
+        if seq < 1:
+            return False, count + 1, f"{name}: unreadable checkpoint (seq {seq})"
+        if seq > count:
+            return False, count + 1, (f"line {count + 1}: missing; checkpoint {name} records {seq} events but the "
+                                      f"log has {count} (newest lines deleted, or the whole log)")
+        if hashes[seq - 1] != record["hash"]:
+            return False, seq, f"line {seq}: does not match the hash recorded by checkpoint {name}"
+        if best is None or seq > best["seq"]:
+            best, best_name = record, name
+    if best is None:
+        if count:
+            return False, count + 1, f"{HEAD_NAME} is missing although the log has {count} events (no checkpoint found)"
+        return True, None, "event log intact: 0 events"
+    if "mac" in best and signed_from is None and count > best["seq"]:
+        return False, best["seq"] + 1, f"line {best['seq'] + 1}: not signed, after a signed checkpoint (forged)"
+    kind = "signed" if "mac" in best else "unsigned, written before signing began"
+    return True, None, (f"event log intact: {count} events; anchor: {best_name} (seq {best['seq']}, {kind}, "
+                        f"{best.get('at') or 'no time'})")

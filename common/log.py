@@ -18,6 +18,7 @@ from common.home import Home
 
 TZ = ZoneInfo("Asia/Seoul")
 ROOT = "krx"
+MAX_DETAILS = 2000
 _ERROR_SINKS: list[logging.Handler] = []
 
 
@@ -38,11 +39,28 @@ class LineFormatter(logging.Formatter):
         if record.exc_info and record.levelno >= logging.ERROR:
             exc = record.exc_info[1]
             details = f"{details}: {type(exc).__name__}: {exc}" if details else f"{type(exc).__name__}: {exc}"
-        parts.append(f"details={' '.join(details.split())}")
+        details = " ".join(details.split())
+        if len(details) > MAX_DETAILS:  # a 4,000-digit value or a whole file never fills the log or Slack
+            details = f"{details[:MAX_DETAILS]}...(cut, {len(details)} chars)"
+        parts.append(f"details={details}")
         elapsed = getattr(record, "elapsed_ms", None)
         if elapsed is not None:
             parts.append(f"elapsed={int(elapsed)}ms")
         return " ".join(parts)
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """A log file that cannot be written (a full disk) is said once on stderr, not with a traceback per line:
+    the job goes on and its console lines still tell what happened."""
+
+    _said = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's naming)
+        if not self._said:
+            self._said = True
+            exc = sys.exc_info()[1]
+            sys.stderr.write(f"[LOG] cannot write {self.baseFilename}: {type(exc).__name__}: {exc}; "
+                             "console only from here\n")
 
 
 def get(name: str) -> logging.Logger:
@@ -97,7 +115,7 @@ def setup_logging(job: str, home: Home | None = None, *, console: bool = True, l
         try:
             home.logs.mkdir(parents=True, exist_ok=True)
             path = home.logs / f"{job}_{now():%Y%m%d}.log"
-            file_handler = logging.FileHandler(path, encoding="utf-8")
+            file_handler = _QuietFileHandler(path, encoding="utf-8", errors="backslashreplace")
             file_handler.setFormatter(fmt)
             root.addHandler(file_handler)
         except OSError as exc:  # a read-only home still lets the job run and say so

@@ -37,12 +37,12 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import atomic
+from common import atomic, safeio
 from common.home import Home
 from common.log import now
 
@@ -86,6 +86,7 @@ class Entry:
     id: str
     attempts: int
     valid_name: bool = True
+    kind: str = "file"  # or symlink, directory, fifo, device, socket: never read, only failed
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,12 @@ def parse_claim_name(name: str) -> tuple[str, int, str] | None:
 def _failed_stem(name: str) -> str:
     """The stem an inbox file keeps in failed/: its own, unless it is too long for the names built on it
     (`failed/.<stem>.<owner>.error.tmp` must fit the file system's 255 bytes); then its start and a hash of the
-    whole name. The error record keeps the original name."""
+    whole name; a name that is not plain ASCII gets the same, made of safe characters. The error record keeps the
+    original name (escaped where it is not UTF-8)."""
     stem = name[: -len(SUFFIX)]
-    if len(os.fsencode(stem)) <= 128:
+    if not stem.isascii():  # not UTF-8 (surrogates) or exotic: a portable name, told apart by the hash below
+        stem = re.sub(r"[^A-Za-z0-9._-]", "_", safeio.show_name(stem))
+    elif len(os.fsencode(stem)) <= 128:
         return stem
     short = stem[:64]
     while len(os.fsencode(short)) > 64:
@@ -184,9 +188,9 @@ class Queue:
     # --- looking ------------------------------------------------------------------------------------------
 
     def pending(self) -> list[Entry]:
-        """The inbox's request files, oldest first. Hidden files, other suffixes and folders are left alone;
-        a `.json` whose name is not a valid id (or a symbolic link: a request never chooses a path) comes back
-        with valid_name=False so the worker can fail it."""
+        """The inbox's request files, oldest first. Hidden files and other suffixes are left alone; a `.json`
+        whose name is not a valid id (not UTF-8 included), or that is not a regular file (a symbolic link, a
+        folder, a FIFO, a device), comes back with valid_name=False so the worker can fail it."""
         found: list[tuple[float, Entry]] = []
         try:
             scan = list(os.scandir(self.inbox))
@@ -197,18 +201,13 @@ class Queue:
             if name.startswith(".") or not name.endswith(SUFFIX):
                 continue
             try:
-                if item.is_symlink():
-                    st = item.stat(follow_symlinks=False)
-                    found.append((st.st_mtime, Entry(Path(item.path), name[: -len(SUFFIX)], 0, False)))
-                    continue
-                if not item.is_file():
-                    continue
-                st = item.stat()
+                st = item.stat(follow_symlinks=False)
             except FileNotFoundError:  # claimed by someone else while we looked
                 continue
-            parsed = parse_pending_name(name)
+            kind = safeio.file_kind(st.st_mode)
+            parsed = parse_pending_name(name) if kind == "file" else None
             if parsed is None:
-                entry = Entry(Path(item.path), name[: -len(SUFFIX)], 0, False)
+                entry = Entry(Path(item.path), name[: -len(SUFFIX)], 0, False, kind)
             else:
                 entry = Entry(Path(item.path), parsed[0], parsed[1])
             found.append((st.st_mtime, entry))
@@ -326,9 +325,10 @@ class Queue:
         tmp.mkdir(parents=True)
         return tmp
 
-    def finish(self, claim: Claim, tmp: Path) -> bool:
+    def finish(self, claim: Claim, tmp: Path, published_hook: Callable[[], None] | None = None) -> bool:
         """Publish `tmp` as done/<id>/ and remove the claim. False when done/<id>/ existed already (the other
-        result wins; ours is deleted)."""
+        result wins; ours is deleted). `published_hook` runs after the publish and before the claim goes: a crash
+        in between leaves the claim, and recover() finds its result ("done"), so the hook's work can be redone."""
         target = self.out / claim.id
         published = False
         if not target.exists():
@@ -348,6 +348,8 @@ class Queue:
                     raise
         if published:
             atomic.fsync_dir(self.out)
+            if published_hook is not None:
+                published_hook()
         else:
             shutil.rmtree(tmp, ignore_errors=True)
         self.drop(claim)
@@ -373,8 +375,9 @@ class Queue:
 
     def _error_record(self, request_id: str, code: str, message: str, attempts: int, owner: str | None,
                       source: str, extra: Mapping[str, Any]) -> dict:
-        return {"schema": ERROR_SCHEMA, "id": request_id, "error_code": code, "message": message,
-                "attempts": attempts, "owner": owner, "file": source, "failed_at": now().isoformat(), **extra}
+        return {"schema": ERROR_SCHEMA, "id": safeio.show_name(request_id), "error_code": code, "message": message,
+                "attempts": attempts, "owner": owner, "file": safeio.show_name(source),
+                "failed_at": now().isoformat(), **extra}
 
     def _fail_move(self, source: Path, stem: str, owner: str, record: dict) -> bool:
         # The error record waits under a hidden name until the request itself is moved: if we lose the race

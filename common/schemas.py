@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common import config
+from common import config, safeio
 from common.home import Home
 from common.log import now
 from common.queue import ID_RE, is_valid_id
@@ -39,7 +39,7 @@ INVALID_JSON, INVALID_REQUEST, STRATEGY_NOT_ALLOWED, TOO_LARGE = (
 REQUIRED = ("schema", "id", "created_at", "strategy", "params", "universe", "start", "end", "requested_by")
 OPTIONAL = ("correlation_id",)
 UNIVERSES = ("ALL", "KOSPI", "KOSDAQ", "KONEX")
-TICKER_RE = re.compile(r"[0-9A-Z]{6}")
+TICKER_RE = config.TICKER_RE
 MAX_TICKERS = 5000
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TEXT_RE = re.compile(r"[^\x00-\x1f\x7f]{1,128}")  # printable one-liners: they end up in logs
@@ -61,21 +61,14 @@ def _err(code: str, file: str, field: str | None, what: str) -> RequestError:
 # --- reading ---------------------------------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse(data: bytes, *, file: str = "<request>") -> dict:
-    """Bytes -> the request object. INVALID_JSON for anything that is not one UTF-8 JSON object text."""
+    """Bytes -> the request object. INVALID_JSON for anything that is not one strict UTF-8 JSON object text
+    (duplicate keys included: the last one would silently win)."""
     if not data.strip():
         raise _err(INVALID_JSON, file, None, "empty file")
     try:
-        text = data.decode("utf-8-sig")  # Notepad's BOM is harmless
-    except UnicodeDecodeError as exc:
-        raise _err(INVALID_JSON, file, None, f"not UTF-8 text (byte {exc.start})") from None
-    try:
-        obj = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; deep nesting recurses
+        obj = safeio.loads_json(data)
+    except ValueError as exc:
         raise _err(INVALID_JSON, file, None, f"not valid JSON: {exc}"[:300]) from None
     if not isinstance(obj, dict):
         raise _err(INVALID_REQUEST, file, None, f"expected a JSON object, got {type(obj).__name__}")
@@ -83,22 +76,17 @@ def parse(data: bytes, *, file: str = "<request>") -> dict:
 
 
 def read(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES, name: str | None = None) -> dict:
-    """Read and parse one request file (`name`: how messages call it; default its file name). The size is checked
-    before reading (TOO_LARGE), and again while reading in case the file grows; a symbolic link is refused (a
-    request never chooses a path)."""
+    """Read and parse one request file (`name`: how messages call it; default its file name). Only a regular file
+    is read (a symbolic link, a folder or a FIFO is refused: a request never chooses a path), and at most
+    max_bytes of it (TOO_LARGE, checked before reading and again while reading in case the file grows)."""
     path = Path(path)
-    file = name or path.name
-    st = os.lstat(path)
-    if not os.path.isfile(path) or os.path.islink(path):
-        raise _err(INVALID_REQUEST, file, None, "not a regular file")
-    if st.st_size > max_bytes:
-        raise _err(TOO_LARGE, file, None, f"{st.st_size} bytes is over the limit of {max_bytes} bytes")
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags)
-    with os.fdopen(fd, "rb") as fh:
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise _err(TOO_LARGE, file, None, f"over the limit of {max_bytes} bytes")
+    file = name or safeio.show_name(path.name)
+    try:
+        data = safeio.read_bytes(path, max_bytes)
+    except safeio.UnsafeFile as exc:
+        if exc.kind == "too_large":
+            raise _err(TOO_LARGE, file, None, str(exc).split(": ", 1)[-1]) from None
+        raise _err(INVALID_REQUEST, file, None, f"not a regular file ({exc.kind})") from None
     return parse(data, file=file)
 
 
@@ -186,7 +174,7 @@ def validate(request: Any, *, stem: str | None = None, home: Home | None = None,
         raise _err(INVALID_REQUEST, file, "params", f"expected an object of parameter overrides, got "
                    f"{type(params).__name__}")
     try:
-        config.check_strategy_params(params, strategies["strategies"][strategy], source=file)
+        config.check_strategy_params(params, strategies["strategies"][strategy], source=file, tickers=True)
     except config.ConfigError as exc:
         prefix = f"{exc.file}: {exc.key or '<top>'}: "
         what = str(exc)[len(prefix):] if str(exc).startswith(prefix) else f"expected {exc.expected}"

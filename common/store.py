@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from common import atomic
+from common import atomic, locks, safeio
 from common.home import Home
 
 # The normalized frame every source returns for one trading day.
@@ -47,6 +46,8 @@ SCHEMA = pa.schema([
     ("market_cap", pa.int64()),
     ("halted", pa.bool_()),
 ])
+LOCK_NAME = ".store.lock"
+MANIFEST_MAX_BYTES = 16 << 20  # ~15 bytes a day: centuries
 PANEL_FIELDS = ("open", "high", "low", "close", "volume", "value", "change_pct", "base", "market_cap", "halted")
 
 
@@ -86,12 +87,15 @@ class EodStore:
         return self.root / "manifest.json"
 
     def _manifest(self) -> dict:
-        if not self.manifest_path.exists():
-            return {"dates": [], "closed": [], "source": None}
         try:
-            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            data = safeio.read_json(self.manifest_path, MANIFEST_MAX_BYTES)
+        except FileNotFoundError:
+            return {"dates": [], "closed": [], "source": None}
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{self.manifest_path}: unreadable manifest ({exc}); expected keys dates, closed") from exc
+        try:
             manifest = {"dates": list(data["dates"]), "closed": list(data["closed"]), "source": data.get("source")}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (KeyError, TypeError) as exc:
             raise StoreError(f"{self.manifest_path}: unreadable manifest ({exc}); expected keys dates, closed") from exc
         for key in ("dates", "closed"):
             for k, day in enumerate(manifest[key]):
@@ -133,6 +137,59 @@ class EodStore:
         dates = self._manifest()["dates"]
         return dt.date.fromisoformat(min(dates)) if dates else None
 
+    # --- self-check ----------------------------------------------------------------------------------------
+
+    def _held_dates(self, years: Iterable[int]) -> tuple[set[dt.date], dict[int, str]]:
+        """The days the year files really hold, and the year files that cannot be read (year -> why)."""
+        held: set[dt.date] = set()
+        damaged: dict[int, str] = {}
+        for year in sorted(set(years)):
+            path = self._year_path(year)
+            if not path.exists():
+                continue
+            try:
+                column = pq.read_table(path, columns=["date"]).column("date")
+                held |= set(pa.compute.unique(column).to_pylist())
+            except (OSError, pa.ArrowException) as exc:  # truncated, overwritten, not Parquet
+                damaged[year] = f"{type(exc).__name__}: {str(exc)[:120]}"
+        return held, damaged
+
+    def missing_days(self, start: dt.date | None = None, end: dt.date | None = None) -> list[dt.date]:
+        """Days the manifest lists between two dates (inclusive) that the year files do not hold: a lost, truncated
+        or replaced year file. The manifest must never claim a day its files lack."""
+        listed = {d for d in self.stored_dates() if (start is None or d >= start) and (end is None or d <= end)}
+        held, _damaged = self._held_dates(d.year for d in listed)
+        return sorted(listed - held)
+
+    def require_days(self, start: dt.date | None, end: dt.date | None) -> None:
+        """StoreError naming the days of the window the files lack and how to fetch them again."""
+        gone = self.missing_days(start, end)
+        if gone:
+            shown = ", ".join(d.isoformat() for d in gone[:5]) + (f" and {len(gone) - 5} more" if gone[5:] else "")
+            raise StoreError(f"{self.root}: the manifest lists {len(gone)} day(s) its year files do not hold "
+                             f"({shown}); repair with `krx ingest --start {gone[0]} --end {gone[-1]}` (it fetches "
+                             "them again)")
+
+    def repair(self) -> tuple[list[dt.date], list[str]]:
+        """Make the manifest tell the truth: drop the days the files lack (so an ingest fetches them again) and move
+        an unreadable year file aside (`<year>.parquet.damaged-<time>`, kept for a look). Returns (the days
+        dropped, the files moved aside)."""
+        with locks.locked(self.root / LOCK_NAME):
+            manifest = self._manifest()
+            listed = {dt.date.fromisoformat(d) for d in manifest["dates"]}
+            held, damaged = self._held_dates(d.year for d in listed)
+            moved = []
+            for year, _why in damaged.items():
+                path = self._year_path(year)
+                aside = path.with_name(f"{path.name}.damaged-{dt.datetime.now():%Y%m%d%H%M%S}")
+                path.replace(aside)
+                moved.append(aside.name)
+            gone = sorted(listed - held)
+            if gone:
+                self._write_manifest({d.isoformat() for d in listed - set(gone)}, set(manifest["closed"]),
+                                     manifest["source"])
+            return gone, moved
+
     # --- writing ---------------------------------------------------------------------------------------------
 
     def _year_path(self, year: int) -> Path:
@@ -141,6 +198,12 @@ class EodStore:
     def write(self, frames: Iterable[pd.DataFrame], closed: Iterable[dt.date] = (), source: str | None = None) -> int:
         """Store whole days (frames from `validate_day`) and closed days of `source`; returns the rows written."""
         frames = [f for f in frames if len(f)]
+        # store-wide: two writers would each merge into the year file and manifest they read, and one would lose
+        # the other's days. Under the lock each reads what the other wrote.
+        with locks.locked(self.root / LOCK_NAME):
+            return self._write(frames, closed, source)
+
+    def _write(self, frames: list[pd.DataFrame], closed: Iterable[dt.date], source: str | None) -> int:
         if source is not None:
             self.check_source(source)
         manifest = self._manifest()

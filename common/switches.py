@@ -15,14 +15,14 @@ expired window needs no clean-up, and a hand-written REAL_ENABLED without a wind
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
+import stat
 from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common import atomic, events, window
+from common import atomic, events, safeio, window
 from common.errors import REFUSED, OpsError
 from common.home import Home
 from common.log import now as clock_now
@@ -84,20 +84,37 @@ class Gate:
 
 
 def _read(path: Path) -> tuple[dict | None, str | None]:
-    """(data, None), (None, None) when absent, or (None, error) when unreadable."""
+    """(data, None), (None, None) when absent, or (None, error) when unreadable. Never hangs (a FIFO), never reads
+    without bound (a symbolic link to /dev/zero) and never crashes (a file nested 100k levels deep)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = safeio.read_json(path)
     except FileNotFoundError:
         return None, None
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"cannot read {path.name}: {getattr(exc, 'strerror', None) or exc}"
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None, f"{path.name} is not valid JSON"
+    except ValueError as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"cannot read {path.name}: {exc.strerror or exc}"
     if not isinstance(data, dict):
         return None, f"{path.name} does not hold a JSON object"
     return data, None
+
+
+def _replace(home: Home, filename: str, record: dict) -> str | None:
+    """Write a switch file atomically, also over a damaged one (a folder, a FIFO or a link where the file should
+    be, which a rename cannot replace): that is moved aside first. Returns what was replaced, or None."""
+    path = home.state / filename
+    replaced = None
+    try:
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode):
+            replaced = f"a {safeio.file_kind(st.st_mode)}"
+            aside = path.with_name(f".{filename}.damaged-{clock_now():%Y%m%d%H%M%S}-{os.getpid()}")
+            os.replace(path, aside)
+            replaced += f", moved aside to {aside.name}"
+    except FileNotFoundError:
+        pass
+    atomic.write_json(path, record)
+    return replaced
 
 
 def _switch(home: Home | str | os.PathLike, name: str, filename: str, default: bool, fail_closed: bool) -> Switch:
@@ -130,9 +147,10 @@ def _set_switch(home: Home | str | os.PathLike, name: str, filename: str, on: bo
     channel = channel if on else None
     record = {"schema": "switch/1", "name": name, "on": on, "by": operator or events.who(),
               "at": clock_now().isoformat(timespec="seconds"), "reason": reason, "channel": channel}
-    atomic.write_json(home.state / filename, record)
+    replaced = _replace(home, filename, record)
     events.append(home, f"{name.upper()}_{'ON' if on else 'OFF'}", switch=name, on=on, operator=operator,
-                  previous=current.on if current.readable else "unreadable", reason=reason, channel=channel)
+                  previous=current.on if current.readable else "unreadable", reason=reason, channel=channel,
+                  **({} if current.readable else {"replaced_damaged": replaced or current.error}))
     return Switch(name, on, record["by"], record["at"], reason, channel=channel)
 
 
@@ -218,9 +236,10 @@ def set_gate(home: Home | str | os.PathLike, mode: str, reason: str, *, operator
     record = {"schema": "gate/1", "mode": mode, "by": operator or events.who(),
               "at": (now or clock_now()).isoformat(timespec="seconds"), "reason": reason,
               "window_id": active["id"] if active else None}
-    atomic.write_json(home.state / GATE_FILE, record)
+    replaced = _replace(home, GATE_FILE, record)
     events.append(home, "GATE_SET", mode=mode, previous=current.mode if current.readable else "unreadable",
-                  reason=reason, operator=operator, window_id=record["window_id"])
+                  reason=reason, operator=operator, window_id=record["window_id"],
+                  **({} if current.readable else {"replaced_damaged": replaced or current.error}))
     return Gate(mode, record["by"], record["at"], reason, window_id=record["window_id"])
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import re
 import time
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import atomic, config, events, slack, switches
+from common import atomic, config, events, locks, safeio, slack, switches
 from common.cli import EXIT_FAILED, EXIT_OK, parse_date
 from common.home import Home
 from common.log import event, get, now, setup_logging
@@ -32,6 +31,8 @@ from common.log import event, get, now, setup_logging
 log = get("alert")
 
 SCAN_SCHEMA = "scan_result/1"
+SCAN_MAX_BYTES = 64 << 20  # a whole-market scan is a few MB
+LOCK_WAIT_S = 900.0  # a send with slack-sdk's bounded retries ends well within this
 OUTBOX_SCHEMA = "alert_outbox/1"
 SIGNALS_RE = re.compile(r"^signals_(\d{8})\.json$")
 REGIMES = ("ON", "OFF", "DISABLED")
@@ -98,14 +99,14 @@ def _is_date(v: Any) -> bool:
 def load_scan(path: Path) -> dict:
     """The scan result, validated: every field the alert uses is checked, the first bad one is named."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = safeio.read_bytes(path, SCAN_MAX_BYTES)
     except FileNotFoundError:
         raise ScanFileError(path, "<file>", "no such scan file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScanFileError(path, "<file>", f"a readable UTF-8 file ({getattr(exc, 'strerror', None) or exc})") \
+    except (OSError, ValueError) as exc:
+        raise ScanFileError(path, "<file>", f"a readable regular file ({getattr(exc, 'strerror', None) or exc})") \
             from None
     try:
-        scan = json.loads(text)
+        scan = safeio.loads_json(data)
     except ValueError as exc:
         raise ScanFileError(path, "<file>", f"valid JSON ({exc})") from None
     if not isinstance(scan, dict):
@@ -226,7 +227,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def read_outbox(path: Path) -> dict | None:
     """The day's outbox; {} when there is none, None when it exists but cannot be read (it may record a send)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = safeio.read_json(path, SCAN_MAX_BYTES)
     except FileNotFoundError:
         return {}
     except (OSError, ValueError):
@@ -240,9 +241,21 @@ def read_outbox(path: Path) -> dict | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    started = time.monotonic()
     home = Home.from_env()
     setup_logging("alert", home)
+    # One alert run at a time, however it was started (cron wrapper, the cycle, by hand): the outbox is read,
+    # the message posted and the send recorded under the lock, so the next run sees the send and posts nothing.
+    try:
+        with locks.job_lock(home, "alert", wait_s=LOCK_WAIT_S):
+            return _run(args, home)
+    except locks.LockBusy as exc:
+        event(log, "ALERT_FAILED", f"{exc}: another alert run is still delivering", rc=EXIT_FAILED,
+              level=logging.ERROR)
+        return EXIT_FAILED
+
+
+def _run(args: argparse.Namespace, home: Home) -> int:
+    started = time.monotonic()
     cfg = config.load("notify", home)
     policy, channel = cfg["delivery_policy"], cfg["slack"]["channel"]
 

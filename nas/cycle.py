@@ -229,6 +229,14 @@ def _emit(home: Home, name: str, cid: str | None, warnings: list[str], **fields:
         log.event(_log, "OPS_EVENT_LOG_FAILED", f"{name}: {exc}", level=logging.ERROR)
 
 
+def _export_checkpoint(home: Home) -> None:
+    """A signed checkpoint of the event log into reports/ops/, which `krx sync push` carries off the box."""
+    try:
+        events.export_checkpoint(home)
+    except OSError as exc:
+        log.event(_log, "OPS_CHECKPOINT_FAILED", f"{exc}", level=logging.WARNING)
+
+
 def _write_receipt(home: Home, receipt: dict) -> Path:
     snapshots = daily_dir(home) / "snapshots"
     snapshots.mkdir(parents=True, exist_ok=True)
@@ -262,6 +270,7 @@ class _Run:
         self.asof: dt.date | None = day
         self.cid: str | None = None
         self.live_fire_step: dict[str, Any] | None = None  # None: the cycle stopped before it
+        self.tampered = ""  # what verify-log said, when it failed
 
     def emit(self, name: str, **fields: Any) -> None:
         _emit(self.home, name, self.cid, self.warnings, run_id=self.run_id, **fields)
@@ -282,6 +291,7 @@ class _Run:
             log.event(_log, "OPS_RECEIPT_FAILED", f"{exc}", level=logging.ERROR)
         self.emit("OPS_CYCLE_END", result=self.result, reason=self.reason,
                   steps={s.name: s.status for s in self.steps})
+        _export_checkpoint(self.home)  # the newest one, for the next push
         rc = EXIT_OF[self.result]
         level = logging.INFO if rc == EXIT_OK else (logging.WARNING if rc == EXIT_BLOCKED else logging.ERROR)
         log.event(_log, "OPS_CYCLE_END", f"run_id={self.run_id} result={self.result} reason={self.reason}", rc=rc,
@@ -315,8 +325,8 @@ def _cycle(run: _Run) -> None:
                       else f"all {len(checks)} checks passed ({', '.join(c['check'] for c in checks)})"))
     run.cid = events.correlation_id(day, _strategy(home, env)) if day else None
     ok_log, _bad_line, log_msg = events.verify(home)
-    if not ok_log:
-        run.warnings.append(f"EVENT_LOG_TAMPERED: {log_msg}")
+    if not ok_log:  # the day's data does not depend on the audit trail: the steps run, the result is BLOCKED
+        run.tampered = log_msg
         log.event(_log, "OPS_EVENT_LOG_TAMPERED", log_msg, level=logging.ERROR)
     if failed:
         run.result, run.reason = BLOCKED, "PREFLIGHT_FAIL"
@@ -351,6 +361,14 @@ def _cycle(run: _Run) -> None:
     if not g.readable or not snd.readable:
         what = g.error if not g.readable else snd.error
         steps.append(Step("gate", BLOCKED, None, 0, f"state unreadable, fail closed: {what}"))
+        run.result, run.reason = BLOCKED, "STATE_UNREADABLE"
+        return
+    from nas.scan import ScanError, load_portfolio
+
+    try:  # the model portfolio is state too: damaged, it blocks like a damaged switch (README: exit 2)
+        load_portfolio(home)
+    except ScanError as exc:
+        steps.append(Step("portfolio", BLOCKED, None, 0, f"state unreadable, fail closed: {exc}"))
         run.result, run.reason = BLOCKED, "STATE_UNREADABLE"
         return
     allowed, why = switches.external_send_allowed(home)
@@ -392,6 +410,8 @@ def _cycle(run: _Run) -> None:
             steps.append(Step(name, SKIPPED, None, 0, skip_rest))
             run.result, run.reason = BLOCKED, "STOPPED"
             continue
+        if name == "sync":
+            _export_checkpoint(home)  # so today's push carries it off the box
         step = _run_step(name, argv, env, home.root, timeout_s)
         steps.append(step)
         run.emit("OPS_STEP", step=name, status=step.status, rc=step.rc, elapsed_ms=step.elapsed_ms)
@@ -403,6 +423,9 @@ def _cycle(run: _Run) -> None:
                 skip_rest = f"skipped: {name} was blocked"
             elif run.result == COMPLETED:
                 run.result, run.reason = WARN, f"STEP_BLOCKED:{name}"
+    if run.tampered and run.result in (COMPLETED, WARN):
+        run.result, run.reason = BLOCKED, "EVENT_LOG_TAMPERED"
+        run.warnings.append(f"EVENT_LOG_TAMPERED: {run.tampered}")
     from nas import live_fire
 
     run.live_fire_step = live_fire.cycle_step(home, run.result, now=run.now, env=env)

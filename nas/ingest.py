@@ -11,7 +11,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from common import calendar, config, events, log, strategy, switches
+from common import calendar, config, events, locks, log, strategy, switches
 from common.cli import EXIT_FAILED, EXIT_OK, parse_date
 from common.home import Home
 from common.store import EodStore, validate_day
@@ -46,6 +46,11 @@ def ingest(home: Home, source: Source, days: list[dt.date], force: bool = False)
     """Fetch and store `days` (those already stored or known closed are skipped unless `force`)."""
     store = EodStore.for_home(home)
     store.check_source(source.name)
+    gone, moved = store.repair()  # days the manifest claims but the files lack are fetched again
+    if gone or moved:
+        span = f"{gone[0]}..{gone[-1]}" if gone else "-"
+        log.event(_log, "STORE_REPAIRED", f"{len(gone)} day(s) listed but not in the year files ({span}) will be "
+                  f"fetched again; moved aside: {', '.join(moved) or 'none'}", level=logging.WARNING)
     known = set() if force else store.stored_dates() | store.closed_dates()
     todo = [d for d in days if d not in known]
     summary = {"source": source.name, "days_fetched": 0, "days_skipped": len(days) - len(todo),
@@ -131,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
             log.event(_log, "INGEST_DONE", f"source={name} no trading day between {start} and {end}", rc=EXIT_OK,
                       elapsed_ms=(time.monotonic() - started) * 1000)
             return EXIT_OK
-        summary = ingest(home, source, days, force=args.force)
+        # one ingest at a time (the wrapper's `--lock ingest`): the second one waits, then skips what the first fetched
+        with locks.job_lock(home, "ingest", wait_s=float(app["ops"]["step_timeout_s"])):
+            summary = ingest(home, source, days, force=args.force)
     except Exception as exc:  # one clear ERROR line and exit 3; complete days already written stay
         log.event(_log, "INGEST_FAILED", f"{type(exc).__name__}: {exc}", rc=EXIT_FAILED, level=logging.ERROR,
                   elapsed_ms=(time.monotonic() - started) * 1000)

@@ -30,7 +30,7 @@ import logging
 import os
 import sys
 
-from common import events, log, operators, switches, window
+from common import events, locks, log, operators, switches, window
 from common.cli import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK, parse_date
 from common.errors import OpsError
 from common.home import Home
@@ -80,7 +80,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     psub = s.add_subparsers(dest="postmortem_command", required=True, metavar="ACTION")
     psub.add_parser("regenerate", help="write postmortem_latest.json and .md from the receipt and the event log")
     psub.add_parser("latest", help="print the latest postmortem").add_argument("--json", action="store_true")
-    sub.add_parser("verify-log", help="check the event log's hash chain")
+    s = sub.add_parser("verify-log", help="check the event log's hash chain against its signed checkpoints")
+    s.add_argument("--reanchor", action="store_true", help="after a tampering was looked into: keep the log "
+                   "aside for the audit and start a new chain (needs --reason)")
+    s.add_argument("--reason", help="why (with --reanchor; goes into the new log's first event)")
     s = sub.add_parser("cycle", help="run the daily ops cycle")
     s.add_argument("--date", type=parse_date, help="the trading day to run (default: today, Asia/Seoul)")
     s = sub.add_parser("summary", help="write the risk summary JSON")
@@ -253,6 +256,12 @@ def run(args: argparse.Namespace) -> int:
         log.setup_logging("ops", home, console=False)
         return _real_path_command(home, args)
     if cmd == "verify-log":
+        if args.reanchor:
+            if not (args.reason or "").strip():
+                print("krx ops verify-log --reanchor: --reason TEXT is required (it goes into the new log)")
+                return EXIT_FAILED
+            aside, _first = events.reanchor(home, args.reason)
+            print(f"event log kept aside as {aside}; a new chain starts with EVENT_LOG_REANCHORED")
         ok, line, message = events.verify(home)
         print(message)
         return EXIT_OK if ok else 1
@@ -260,9 +269,18 @@ def run(args: argparse.Namespace) -> int:
         from nas import cycle
 
         log.setup_logging("ops", home)
-        rc, receipt = cycle.run_cycle(home, args.date)
+        try:  # the cron cycle and one started by hand never run at once (the wrapper's `--lock daily`)
+            with locks.job_lock(home, "daily", wait_s=0):
+                rc, receipt = cycle.run_cycle(home, args.date)
+        except locks.LockBusy:
+            log.event(_log, "OPS_CYCLE_LOCKED", f"another ops cycle is running ({locks.job_lock_path(home, 'daily')}"
+                      "); this one did nothing", rc=EXIT_BLOCKED, level=logging.WARNING)
+            return EXIT_BLOCKED
         print(f"ops cycle {receipt['run_id']}: {receipt['result']} ({receipt['reason']}) -> "
               f"{receipt.get('snapshot', cycle.latest_receipt_path(home))}")
+        for check in receipt.get("preflight", []):  # what failed, not only that it did: the file and the key
+            if not check["ok"]:
+                print(f"  preflight {check['check']}: {check['details']}")
         return rc
     if cmd in ("summary", "status"):
         from nas import summary

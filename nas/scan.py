@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import math
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import atomic, book, calendar, config, engine, events, log, strategy
+from common import atomic, book, calendar, config, engine, events, log, safeio, strategy
 from common.cli import EXIT_FAILED, EXIT_OK, parse_date
 from common.home import Home
 from common.store import EodStore, StoreError
@@ -49,7 +48,7 @@ def load_portfolio(home: Home) -> dict | None:
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = safeio.read_json(path)  # a regular file, bounded, strict JSON
     except (OSError, ValueError) as exc:
         raise ScanError(f"{path}: unreadable ({exc}); fix it, or start a new model portfolio with "
                         "`krx scan --apply --reset`") from None
@@ -123,6 +122,7 @@ def scan(home: Home, day: dt.date | None = None, *, reset: bool = False) -> tupl
     begin = cal.next_trading_day(dt.date.fromisoformat(before["asof"])) if before else asof
     # calendar days that surely cover the trading rows the indicators need
     start = begin - dt.timedelta(days=int(strategy.warmup_rows(params) * 1.5) + 30)
+    store.require_days(start, asof)  # StoreError naming the days a lost year file took, and the repair
     panels = store.load_panel(PANEL_FIELDS, start=start, end=asof)
     tickers = store.tickers()
     markets = tickers["market"].reindex(panels["close"].columns).fillna("")

@@ -15,20 +15,19 @@ reports/ops/summary/ops_summary_latest.json (schema ops_summary/1): `overall_sta
   CONFIG_INVALID      HIGH      a config file does not validate
   DISK_LOW            HIGH      free space in the home under ops.min_free_disk_mb
 
-overall_status: STOPPED (emergency stop) > BLOCKED (a damaged switch, or the last run was blocked) >
+overall_status: STOPPED (emergency stop) > BLOCKED (any CRITICAL risk, or the last run was blocked) >
 NO_RUN_HISTORY (no cycle has run yet) > WARN (any other risk) > OK.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common import atomic, config, events, log, switches, window
+from common import atomic, config, events, log, safeio, switches, window
 from common.home import DEFAULT_CONFIGS, Home
 
 SCHEMA = "ops_summary/1"
@@ -40,10 +39,11 @@ def summary_path(home: Home) -> Path:
 
 
 def _rel(home: Home, path: Path) -> str:
+    """The path as shown and stored: relative to the home, and printable even when a name is not UTF-8."""
     try:
-        return str(path.relative_to(home.root))
+        return safeio.show_name(str(path.relative_to(home.root)))
     except ValueError:
-        return str(path)
+        return safeio.show_name(str(path))
 
 
 def _risk(code: str, severity: str, message: str, refs: list[str] | None = None) -> dict:
@@ -66,7 +66,7 @@ def _last_run(home: Home) -> tuple[dict | None, str | None]:
 
     path = latest_receipt_path(home)
     try:
-        receipt = json.loads(path.read_text(encoding="utf-8"))
+        receipt = safeio.read_json(path)
     except FileNotFoundError:
         return None, None
     except (OSError, ValueError) as exc:
@@ -107,12 +107,12 @@ def _queue_backlog(home: Home, hours: float, now: dt.datetime) -> dict | None:
             continue
         created = None
         try:
-            created = _parse_time(json.loads(path.read_text(encoding="utf-8")).get("created_at"))
+            created = _parse_time(safeio.read_json(path).get("created_at"))  # never a FIFO, never /dev/zero
         except (OSError, ValueError, AttributeError):
             pass
         if created is None:  # unparseable: the file's own age is the best evidence there is
             try:
-                created = dt.datetime.fromtimestamp(path.stat().st_mtime, log.TZ)
+                created = dt.datetime.fromtimestamp(path.lstat().st_mtime, log.TZ)
             except OSError:
                 continue
         age_h = (now - created).total_seconds() / 3600
@@ -215,8 +215,8 @@ def build(home: Home, now: dt.datetime | None = None, env: Mapping[str, str] | N
     codes = {r["code"] for r in risks}
     if "EMERGENCY_STOP" in codes:
         overall = "STOPPED"
-    elif codes & {"STATE_UNREADABLE", "LAST_RUN_BLOCKED"}:
-        overall = "BLOCKED"
+    elif codes & {"STATE_UNREADABLE", "LAST_RUN_BLOCKED"} or any(r["severity"] == "CRITICAL" for r in risks):
+        overall = "BLOCKED"  # never better than the worst risk: a CRITICAL one (a tampered log) blocks
     elif receipt is None and receipt_error is None:
         overall = "NO_RUN_HISTORY"
     elif risks:

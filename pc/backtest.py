@@ -191,6 +191,7 @@ def run_request(request: Mapping[str, Any], out_dir: Path, home: Home,
     store = EodStore.for_home(home)
     first_row, first_day, last_day = _window(store, start, end, warmup_rows(params))
 
+    store.require_days(first_row, last_day)  # StoreError naming the days a lost year file took, and the repair
     panels = store.load_panel(PANEL_FIELDS, first_row, last_day)
     tickers = store.tickers()
     keep = {params["benchmark"], *(h["ticker"] for h in params["core_holdings"])}

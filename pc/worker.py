@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from common import config, events, log, schemas
+from common import config, events, log, safeio, schemas
 from common.cli import EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.queue import Claim, Entry, Queue, new_owner
@@ -94,6 +94,15 @@ def load_job(spec: str) -> Job:
     if not callable(target):
         raise ValueError(f"{spec} is not callable")
     return target
+
+
+def _permanent(error: BaseException | None) -> bool:
+    """A job error no retry can fix: the backtest's own refusals (no data in range, a bad parameter) and a store
+    that lacks days. Anything else (a crash, a full disk, a share that dropped) is tried again."""
+    from common.store import StoreError
+    from pc.backtest import BacktestError
+
+    return isinstance(error, (BacktestError, StoreError, config.ConfigError))
 
 
 def _append_event(home: Home, name: str, request: Mapping[str, Any] | None, **fields_: Any) -> None:
@@ -318,8 +327,11 @@ class Worker:
                 log.event(_log, "CLAIM_RECOVERED", f"id={c.id} owner={c.owner} attempt={c.attempt} "
                           f"heartbeat_age={rec.age_s:.1f}s lease={s.lease_s:g}s: back to the inbox",
                           level=logging.WARNING)
-            else:
-                log.event(_log, "CLAIM_RECOVERED", f"id={c.id} owner={c.owner}: result already published")
+            else:  # its worker died between publishing and logging: the result gets its JOB_DONE now
+                log.event(_log, "JOB_DONE", f"id={c.id} attempt={c.attempt} -> {self.queue.out.name}/{c.id}/ "
+                          f"(recovered: {c.owner} stopped after publishing)", rc=EXIT_OK)
+                _append_event(self.home, "backtest_done", None, id=c.id, attempt=c.attempt, owner=c.owner,
+                              recovered=True, result=f"{c.id}/{RESULT_FILE}")
         for path in self.queue.cleanup(s.lease_s):
             log.event(_log, "CLEANUP", f"removed {path.name} left by a stopped worker", level=logging.DEBUG)
 
@@ -374,11 +386,13 @@ class Worker:
         """Claim and start one inbox entry: True if started, False if not (gone, failed), or seconds to wait for
         a file that is still being written. Only a parse here: the full validation reads the claimed file."""
         if not entry.valid_name:
-            why = "is a symbolic link" if entry.path.is_symlink() else \
-                "is not a request file name <id>.json with id matching [A-Za-z0-9._-]{1,128}"
-            self._reject(entry, schemas.RequestError(
-                schemas.INVALID_REQUEST, f"{entry.path.name}: id: the file name {why}", file=entry.path.name,
-                field="id"))
+            name = safeio.show_name(entry.path.name)
+            if entry.kind != "file":
+                what = f"{name}: is a {entry.kind}, not a regular file (a request never chooses a path)"
+            else:
+                what = f"{name}: id: the file name is not a request file name <id>.json with id matching " \
+                       "[A-Za-z0-9._-]{1,128}"
+            self._reject(entry, schemas.RequestError(schemas.INVALID_REQUEST, what, file=name, field="id"))
             return False
         try:
             schemas.read(entry.path, max_bytes=self.settings.max_request_bytes)
@@ -417,9 +431,10 @@ class Worker:
     def _reject(self, entry: Entry, exc: schemas.RequestError) -> None:
         if self.queue.fail_entry(entry, exc.code, str(exc), self.owner, field=exc.field):
             self._seen.pop(entry.path, None)
-            log.event(_log, "REQUEST_FAILED", f"id={entry.id} error_code={exc.code} {exc}", rc=EXIT_FAILED,
+            shown = safeio.show_name(entry.id)
+            log.event(_log, "REQUEST_FAILED", f"id={shown} error_code={exc.code} {exc}", rc=EXIT_FAILED,
                       level=logging.ERROR)
-            _append_event(self.home, "backtest_rejected", None, id=entry.id, error_code=exc.code, message=str(exc))
+            _append_event(self.home, "backtest_rejected", None, id=shown, error_code=exc.code, message=str(exc))
 
     def _claim_and_start(self, entry: Entry) -> bool:
         s = self.settings
@@ -492,13 +507,15 @@ class Worker:
                     elapsed: float) -> None:
         claim, request, s = active.claim, active.request, self.settings
         if outcome == "ok" and tmp is not None:
-            if self.queue.finish(claim, tmp):
-                with self._lock:
-                    self.processed += 1
+            def done() -> None:  # before the claim goes: a kill here is completed by _maintain's recovery
                 log.event(_log, "JOB_DONE", f"id={claim.id} attempt={claim.attempt} -> {self.queue.out.name}/"
                           f"{claim.id}/", rc=EXIT_OK, elapsed_ms=elapsed)
                 _append_event(self.home, "backtest_done", request, id=claim.id, attempt=claim.attempt,
                               owner=self.owner, elapsed_ms=int(elapsed), result=f"{claim.id}/{RESULT_FILE}")
+
+            if self.queue.finish(claim, tmp, done):
+                with self._lock:
+                    self.processed += 1
             else:
                 log.event(_log, "ALREADY_DONE", f"id={claim.id}: another worker published first; ours dropped",
                           elapsed_ms=elapsed)
@@ -510,7 +527,7 @@ class Worker:
                       level=logging.WARNING, elapsed_ms=elapsed)
         elif outcome == "error":
             message = f"{type(error).__name__}: {error}"[:2000]
-            if claim.attempt >= s.max_attempts:
+            if claim.attempt >= s.max_attempts or _permanent(error):  # no data in range: a retry cannot help
                 if self.queue.fail(claim, "JOB_FAILED", message):
                     log.event(_log, "JOB_FAILED", f"id={claim.id} error_code=JOB_FAILED attempts={claim.attempt} "
                               f"{message}", rc=EXIT_FAILED, elapsed_ms=elapsed, level=logging.ERROR)

@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,10 @@ from common import calendar
 from common.home import Home, init_home
 
 REPO = Path(__file__).resolve().parent.parent
+# the event log's key lives outside every home (common/anchor.py); for the tests, in a temporary folder rather
+# than the user's ~/.config (subprocesses inherit it)
+os.environ["KRX_EVENT_LOG_KEY_FILE"] = str(Path(tempfile.mkdtemp(prefix="krx-key-")) / "event_log.key")
+os.environ.pop("KRX_EVENT_LOG_KEY", None)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,6 +24,7 @@ class Request:
 class SlackServer:
     script: list[tuple[int, dict[str, str], str]] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
+    delay_s: float = 0.0  # answer this late: keeps concurrent senders in flight together
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -39,6 +41,7 @@ class SlackServer:
                     body = json.loads(raw or b"{}")
                 except ValueError:
                     body = {"_raw": raw.decode("utf-8", "replace")}
+                time.sleep(server.delay_s)
                 status, headers, text = server._answer(self.path, body)
                 with server._lock:
                     server.requests.append(Request(self.path, dict(self.headers.items()), body, status))

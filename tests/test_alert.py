@@ -256,7 +256,7 @@ def test_long_alert_is_split_and_delivered_in_order(home: Home, server: SlackSer
 def test_cli_subprocess_sends_to_the_local_server(home: Home, server: SlackServer) -> None:
     switches.set_sender(home, True, "subprocess test")
     make_scan(home)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KRX"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KRX")) or k == "KRX_EVENT_LOG_KEY_FILE"}
     env.update(KRX_HOME=str(home.root), SLACK_BOT_TOKEN=TOKEN, SLACK_API_URL=server.api_url,
                KRX__NOTIFY__DELIVERY_POLICY="SLACK")
     cmd = [str(REPO / ".venv/bin/python"), "-m", "common.cli", "alert", "--date", "2026-01-05"]

@@ -73,7 +73,8 @@ def env(home: Home, tmp_path: Path) -> dict[str, str]:
     hook_dir.mkdir()
     (hook_dir / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
     base = {k: v for k, v in os.environ.items()
-            if not k.startswith("KRX") and not k.startswith("SLACK") and k != "PYTHONPATH"}
+            if (not k.startswith("KRX") or k == "KRX_EVENT_LOG_KEY_FILE") and not k.startswith("SLACK")
+            and k != "PYTHONPATH"}
     base.update(SMALL)
     base.update(KRX_HOME=str(home.root), PYTHONPATH=f"{hook_dir}{os.pathsep}{REPO}",
                 KRX_TEST_SOCKET_LOG=str(tmp_path / "sockets.jsonl"))
@@ -201,13 +202,14 @@ def test_a_failing_step_fails_the_cycle_and_skips_the_rest(home: Home, env: dict
     assert events.verify(home)[0]
 
 
-def test_tampered_event_log_makes_the_run_warn(home: Home, env: dict[str, str]) -> None:
+def test_tampered_event_log_blocks_the_run(home: Home, env: dict[str, str]) -> None:
     for i in range(3):
         events.append(home, "X", i=i)
     lines = events.log_path(home).read_text(encoding="utf-8").splitlines(keepends=True)
     events.log_path(home).write_text(lines[0] + lines[2], encoding="utf-8")
     rc, r = cycle.run_cycle(home, HOLIDAY, base_env=env)
-    assert rc == 0 and (r["result"], r["reason"]) == ("WARN", "EVENT_LOG_TAMPERED")
+    # a CRITICAL risk never ends in exit 0: the steps ran, the result is BLOCKED (issue 11, finding 8)
+    assert rc == 2 and (r["result"], r["reason"]) == ("BLOCKED", "EVENT_LOG_TAMPERED")
 
 
 def test_mock_only_opens_no_external_socket(home: Home, env: dict[str, str]) -> None:

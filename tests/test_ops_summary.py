@@ -31,7 +31,8 @@ def home(tmp_path: Path) -> Home:
 @pytest.fixture()
 def env(home: Home) -> dict[str, str]:
     """What a config load sees: no operator overrides or secrets from the developer's shell."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("KRX") and not k.startswith("SLACK")}
+    base = {k: v for k, v in os.environ.items() if (not k.startswith("KRX") or k == "KRX_EVENT_LOG_KEY_FILE")
+            and not k.startswith("SLACK")}
     base["KRX_HOME"] = str(home.root)
     return base
 

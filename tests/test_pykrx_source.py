@@ -315,7 +315,8 @@ with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
 assert "pykrx" in sys.modules and len(frame) == 13 and krx.logins == 1, krx.logins
 sys.__stdout__.write("OK\\n")
 """
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KRX")}, "KRX_ID": KRX_ID, "KRX_PW": KRX_PW,
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KRX") or k == "KRX_EVENT_LOG_KEY_FILE"},
+           "KRX_ID": KRX_ID, "KRX_PW": KRX_PW,
            "KRX_HOME": str(tmp_path), "MPLBACKEND": "Agg"}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
                           cwd=Path(__file__).resolve().parent.parent)

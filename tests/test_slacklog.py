@@ -202,7 +202,7 @@ sys.exit(3)
 
 
 def _run_job(home: Path, api_url: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KRX"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KRX")) or k == "KRX_EVENT_LOG_KEY_FILE"}
     env.update(KRX_HOME=str(home), SLACK_BOT_TOKEN=TOKEN, SLACK_API_URL=api_url)
     return subprocess.run([sys.executable, "-c", _JOB], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=30)

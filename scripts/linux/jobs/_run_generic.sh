@@ -8,7 +8,8 @@
 #                  (blocked by a safety check, a normal outcome) never are; rc 3 or any other rc is.
 # --retry-sleep S  seconds between attempts (default 30)
 # --lock NAME      flock on $KRX_HOME/state/locks/NAME.lock; when another run holds it this one exits at once
-#                  with rc 75 (EX_TEMPFAIL) and a log line
+#                  with rc 75 (EX_TEMPFAIL) and a log line. `krx ingest`, `krx alert` and `krx ops cycle` take
+#                  their lock (ingest, alert, daily) themselves too; under the wrapper they use its descriptor.
 # --log FILE       append the log lines to FILE too (they always go to stderr)
 # Exit: the command's rc of the last attempt; 64 on a usage error; 75 when the lock is held.
 set -uo pipefail
@@ -45,6 +46,8 @@ if [ -n "$lock" ]; then
     log_line WARNING 75 "lock $lock is held by another run; this run exits without running" 0
     exit 75
   fi
+  # the command takes the same lock itself (common/locks.py): it finds it held on this descriptor
+  export KRX_LOCK_FD=9
 fi
 
 attempt=1

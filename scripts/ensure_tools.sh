@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# `make demo` and `make test` use rsync and git for real. Install whatever of them is missing when this user may
+# (root, or sudo without a password; Debian/Ubuntu apt-get), otherwise stop before anything runs, with one line
+# saying what to install. Exit 0 when both are there (afterwards), 1 otherwise.
+set -uo pipefail
+tools=(rsync git)
+missing() { local t; for t in "${tools[@]}"; do command -v "$t" >/dev/null 2>&1 || printf '%s ' "$t"; done; }
+need=$(missing)
+[ -z "$need" ] && exit 0
+need=${need% }
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
+  sudo=(sudo -n)
+else
+  sudo=(none)
+fi
+if [ "${sudo[0]:-}" != none ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing $need (apt-get)" >&2
+  # shellcheck disable=SC2086  # one word per package
+  "${sudo[@]}" apt-get update -qq >/dev/null && \
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq $need >/dev/null
+  need=$(missing)
+  [ -z "$need" ] && exit 0
+  need=${need% }
+fi
+echo "krx-alertor needs $need: install it first (Debian/Ubuntu: sudo apt-get install $need), then run make again" >&2
+exit 1
