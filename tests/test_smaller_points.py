@@ -106,7 +106,7 @@ def test_a_damaged_portfolio_blocks_the_cycle_with_state_unreadable(home: Home) 
 def test_a_failed_preflight_says_which_file_and_key(home: Home) -> None:
     proc = krx("ops", "cycle", "--date", "2026-06-01", home=home, env={"KRX__APP__WORKER__LEASE_S": "soon"},
                timeout=180)
-    assert proc.returncode == 3
-    assert "FAILED (PREFLIGHT_FAIL)" in proc.stdout
+    assert proc.returncode == 2  # DESIGN section 10: a failed preflight is BLOCKED
+    assert "BLOCKED (PREFLIGHT_FAIL)" in proc.stdout
     assert ("preflight configs: environment variable KRX__APP__WORKER__LEASE_S: worker.lease_s: expected a number, "
             "got 'soon'") in proc.stdout
