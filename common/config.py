@@ -69,6 +69,10 @@ def _hhmm(v: Any) -> str | None:
         return "a time HH:MM"
 
 
+def _dates(v: Any) -> str | None:
+    return None if all(isinstance(d, dt.date) for d in v) else "a list of dates YYYY-MM-DD"
+
+
 def _action_names(v: Any) -> str | None:
     ok = all(isinstance(a, str) and a.replace("_", "").isalnum() and a.islower() for a in v)
     return None if ok and len(set(v)) == len(v) else "a list of distinct names like live_fire (a-z, 0-9, _)"
@@ -100,6 +104,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "source": choice("sample", "pykrx"),
         "sample.tickers": between(10, 3000),
         "ingest.http_timeout_s": between(1, 600),
+        "calendar.confirmed_open": _dates,
         "retry.attempts": between(1, 20),
         "worker.interval_s": between(0.05, 3600),
         "worker.lease_s": between(1, 86400),
