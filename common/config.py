@@ -104,6 +104,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "source": choice("sample", "pykrx"),
         "sample.tickers": between(10, 3000),
         "ingest.http_timeout_s": between(1, 600),
+        "ingest.login_lock_wait_s": between(0, 7200),
         "calendar.confirmed_open": _dates,
         "retry.attempts": between(1, 20),
         "worker.interval_s": between(0.05, 3600),

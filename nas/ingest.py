@@ -48,7 +48,8 @@ def make_source(name: str, home: Home, cal: calendar.TradingCalendar, tickers: i
     if name == "pykrx":
         from nas.sources.pykrx_source import PykrxSource
 
-        return PykrxSource(timeout_s=app["ingest"]["http_timeout_s"], retry_cfg=app["retry"])
+        return PykrxSource(timeout_s=app["ingest"]["http_timeout_s"], retry_cfg=app["retry"], home=home,
+                           lock_wait_s=app["ingest"]["login_lock_wait_s"])
     raise ValueError(f"unknown source {name!r}; expected sample or pykrx")
 
 
