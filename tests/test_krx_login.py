@@ -54,7 +54,7 @@ def login_forms(rsps: responses.RequestsMock) -> list[dict]:
 
 def test_a_forced_password_change_is_a_clear_error_and_one_slack_error_line(
         rsps: responses.RequestsMock, home: Home, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture) -> None:
+        capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture, in_process_cli: None) -> None:
     krx = FakeKrx(rsps, login_code="CD010")
     with caplog.at_level(logging.DEBUG), pytest.raises(KrxPasswordChangeError) as info:
         source().fetch_day(DAY)

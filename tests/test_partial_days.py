@@ -187,7 +187,8 @@ def test_a_partial_row_allows_sells_but_no_buys() -> None:
         assert states["C"] == SELL_TREND
 
 
-def test_krx_ingest_source_naver_works_on_its_own(krx: FakeKrx, home: Home, capsys: pytest.CaptureFixture) -> None:
+def test_krx_ingest_source_naver_works_on_its_own(krx: FakeKrx, home: Home, capsys: pytest.CaptureFixture,
+                                                  in_process_cli: None) -> None:
     """`krx ingest --source naver --tickers ...` through the CLI's own entry point (in-process, so `responses`
     answers Naver): partial days for the given tickers, never over a whole day."""
     from common.cli import main
