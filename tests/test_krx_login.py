@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 import responses
 from test_pykrx_source import FAST_RETRY, KRX_ID, KRX_PW, LOGIN_URL, FakeKrx, _forget_pykrx_login
 
-from common import statefile
+from common import log, statefile
 from common.home import Home
 from nas.sources.naver import URL as NAVER_URL
 from nas.sources.pykrx_source import (
@@ -44,6 +45,22 @@ def rsps(home: Home, monkeypatch: pytest.MonkeyPatch) -> Iterator[responses.Requ
     _forget_pykrx_login()
 
 
+@contextlib.contextmanager
+def records(name: str) -> Iterator[list[logging.LogRecord]]:
+    """Every record of one of the project's loggers, DEBUG included, whatever an earlier job's setup_logging left."""
+    logger, seen = log.get(name), []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = seen.append  # type: ignore[method-assign]
+    old = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+
+
 def source(home: Home | None = None, wait: float = 5) -> PykrxSource:
     return PykrxSource(timeout_s=7, retry_cfg=FAST_RETRY, home=home, lock_wait_s=wait)
 
@@ -54,15 +71,15 @@ def login_forms(rsps: responses.RequestsMock) -> list[dict]:
 
 def test_a_forced_password_change_is_a_clear_error_and_one_slack_error_line(
         rsps: responses.RequestsMock, home: Home, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture, in_process_cli: None) -> None:
+        capsys: pytest.CaptureFixture, in_process_cli: None) -> None:
     krx = FakeKrx(rsps, login_code="CD010")
-    with caplog.at_level(logging.DEBUG), pytest.raises(KrxPasswordChangeError) as info:
+    with records("pykrx") as seen, pytest.raises(KrxPasswordChangeError) as info:
         source().fetch_day(DAY)
     assert "KRX requires a password change before it accepts this login (CD010" in str(info.value)
     assert "change the password as KRX asks, then put the new one in KRX_PW" in str(info.value)
     assert krx.data_calls() == [] and KRX_ID not in str(info.value) and KRX_PW not in str(info.value)
     # pykrx printed the login id: it reached only our DEBUG log, redacted
-    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    debug = [r.getMessage() for r in seen if r.levelno == logging.DEBUG]
     assert any("로그인 ID: ***" in line for line in debug) and not any(KRX_ID in line for line in debug)
 
     # the CLI: an ERROR line (Slack) naming the fix, Naver fills in the benchmark; the id appears nowhere

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import responses
+from test_krx_login import records
 from test_pykrx_source import KRX_ID, KRX_PW, FakeKrx, _forget_pykrx_login
 from test_scan import END, build_market, run_scan, trend
 
@@ -54,8 +55,7 @@ def naver_calls(krx: FakeKrx) -> list:
     return [c for c in krx.rsps.calls if c.request.url.startswith(NAVER_URL)]
 
 
-def test_krx_logout_is_filled_by_naver_then_replaced_by_krx(krx: FakeKrx, home: Home, cal: TradingCalendar,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_krx_logout_is_filled_by_naver_then_replaced_by_krx(krx: FakeKrx, home: Home, cal: TradingCalendar) -> None:
     src = PykrxSource(timeout_s=5, retry_cfg=FAST_RETRY)
     naver = NaverSource(timeout_s=5, retry_cfg=FAST_RETRY)
     fallback = ingesting.naver_fallback(home, cal, naver)
@@ -65,12 +65,12 @@ def test_krx_logout_is_filled_by_naver_then_replaced_by_krx(krx: FakeKrx, home: 
 
     krx_answer = krx.answers[(STOCKS_BLD, "20240103")]
     krx.answers[(STOCKS_BLD, "20240103")] = (200, "LOGOUT")  # KRX ends the session on the next day
-    with caplog.at_level(logging.INFO):
+    with records("ingest") as seen:
         summary = ingesting.ingest(home, src, [DAY1, DAY2], fallback=fallback)
     assert summary["partial"] == {"source": "naver", "days": ["2024-01-03"], "tickers": 1, "rows": 1}
     assert store.partial_dates() == {DAY2: {"source": "naver", "tickers": ["005930"]}}
     assert store.source() == "pykrx"  # the store stays a KRX store
-    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    errors = [r.getMessage() for r in seen if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "KRX failed for 2024-01-03 (KrxAuthError" in errors[0]
     assert "Naver filled in 1 tickers (005930)" in errors[0] and "replaces them" in errors[0]
     assert KRX_ID not in errors[0] and KRX_PW not in errors[0]
