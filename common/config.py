@@ -111,6 +111,10 @@ def _env_name(v: Any) -> str | None:
         "an environment variable name (A-Z, 0-9, _)"
 
 
+def _dates(v: Any) -> str | None:
+    return None if all(isinstance(d, dt.date) for d in v) else "a list of dates YYYY-MM-DD"
+
+
 def _action_names(v: Any) -> str | None:
     ok = all(isinstance(a, str) and a.replace("_", "").isalnum() and a.islower() for a in v)
     return None if ok and len(set(v)) == len(v) else "a list of distinct names like live_fire (a-z, 0-9, _)"
@@ -155,6 +159,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "sample.tickers": between(10, 3000),
         "ingest.history_days": between(1, 36_500),
         "ingest.http_timeout_s": between(1, 600),
+        "ingest.login_lock_wait_s": between(0, 7200),
+        "calendar.confirmed_open": _dates,
         "retry.attempts": between(1, 20),
         "retry.deadline_s": between(1, 86_400),
         "retry.wait_initial_s": between(0, 3600),

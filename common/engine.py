@@ -56,7 +56,8 @@ class EngineResult:
 
 def run(panels: Mapping[str, pd.DataFrame], params: Mapping, *, markets: pd.Series | None = None,
         start: pd.Timestamp | None = None, sessions: pd.DatetimeIndex | None = None,
-        book_state: Mapping[str, Any] | None = None, progress: Callable[[], None] | None = None) -> EngineResult:
+        book_state: Mapping[str, Any] | None = None, progress: Callable[[], None] | None = None,
+        partial: pd.Series | None = None) -> EngineResult:
     """Step a book through `panels` ("close" required; "open", "base", "halted", "value" optional; dates x
     tickers) with the strategy's parameters (or overrides of them: config defaults fill the rest).
 
@@ -64,10 +65,10 @@ def run(panels: Mapping[str, pd.DataFrame], params: Mapping, *, markets: pd.Seri
     highest rate. start: the first session the book trades; earlier rows only warm the indicators up.
     sessions: the KRX calendar's trading days, for the schedule and settlement dates (default: the panel's rows).
     book_state: a saved book (common.book.check_state) to continue from instead of a fresh one in cash.
-    progress: called once per rebalance day run."""
+    progress: called once per rebalance day run. partial: bool per date, the partial days (no new buys)."""
     if book_state is not None:
         panels = _with_columns(panels, [pos["ticker"] for pos in book_state["positions"]])
-    ctx = strategy.Indicators.build(panels, params)
+    ctx = strategy.Indicators.build(panels, params, partial=partial)
     p, index = ctx.params, ctx.index
     if p["execution"] == "next_open" and ctx.open is None:
         raise ValueError("execution: next_open fills at the next open, and the panel has no open prices "

@@ -1,7 +1,8 @@
 """The end-of-day store: Parquet under data/eod/, one file per year, every write atomic.
 
 Layout: data/eod/<YYYY>.parquet (rows sorted by date, ticker), data/eod/tickers.parquet (name, market and first
-and last date of every ticker ever seen) and data/eod/manifest.json (dates stored, dates found closed). The
+and last date of every ticker ever seen) and data/eod/manifest.json (dates stored, dates found closed, partial
+days: stored from a fallback source for a few tickers only, replaced by the next whole day written). The
 manifest is written last, so a crash at any point leaves a store whose manifest never claims a missing day;
 the worst case is a day fetched again.
 """
@@ -90,12 +91,13 @@ class EodStore:
         try:
             data = safeio.read_json(self.manifest_path, MANIFEST_MAX_BYTES)
         except FileNotFoundError:
-            return {"dates": [], "closed": [], "source": None}
+            return {"dates": [], "closed": [], "source": None, "partial": {}}
         except (OSError, ValueError) as exc:
             raise StoreError(f"{self.manifest_path}: unreadable manifest ({exc}); expected keys dates, closed") from exc
         try:
-            manifest = {"dates": list(data["dates"]), "closed": list(data["closed"]), "source": data.get("source")}
-        except (KeyError, TypeError) as exc:
+            manifest = {"dates": list(data["dates"]), "closed": list(data["closed"]), "source": data.get("source"),
+                        "partial": dict(data.get("partial") or {})}
+        except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"{self.manifest_path}: unreadable manifest ({exc}); expected keys dates, closed") from exc
         for key in ("dates", "closed"):
             for k, day in enumerate(manifest[key]):
@@ -104,11 +106,18 @@ class EodStore:
                 except (TypeError, ValueError):
                     raise StoreError(f"{self.manifest_path}: {key}[{k}]: expected a date YYYY-MM-DD, got "
                                      f"{day!r:.40}") from None
+        for day, info in manifest["partial"].items():
+            if day not in manifest["dates"] or not isinstance(info, dict) or not isinstance(info.get("source"), str) \
+                    or not isinstance(info.get("tickers"), list):
+                raise StoreError(f"{self.manifest_path}: partial[{day!r:.40}]: expected a stored date with source "
+                                 "and tickers")
         return manifest
 
-    def _write_manifest(self, dates: set[str], closed: set[str], source: str | None) -> None:
+    def _write_manifest(self, dates: set[str], closed: set[str], source: str | None,
+                        partial: dict | None = None) -> None:
         atomic.write_json(self.manifest_path, {
             "schema": "eod_manifest/1", "source": source, "dates": sorted(dates), "closed": sorted(closed),
+            **({"partial": dict(sorted(partial.items()))} if partial else {}),
         })
 
     def source(self) -> str | None:
@@ -128,6 +137,15 @@ class EodStore:
     def closed_dates(self) -> set[dt.date]:
         """Days a source answered as closed although the calendar listed them as trading days."""
         return {dt.date.fromisoformat(d) for d in self._manifest()["closed"]}
+
+    def partial_dates(self) -> dict[dt.date, dict]:
+        """Stored days that hold only a few tickers from a fallback source: day -> {"source", "tickers"}."""
+        return {dt.date.fromisoformat(d): info for d, info in self._manifest()["partial"].items()}
+
+    def partial_flags(self, index: pd.DatetimeIndex) -> pd.Series:
+        """True for the rows of a panel's `index` that are partial days (common.strategy: no new buys there)."""
+        days = pd.DatetimeIndex([pd.Timestamp(d) for d in self.partial_dates()])
+        return pd.Series(index.isin(days), index=index, name="partial")
 
     def last_date(self) -> dt.date | None:
         dates = self._manifest()["dates"]
@@ -186,8 +204,9 @@ class EodStore:
                 moved.append(aside.name)
             gone = sorted(listed - held)
             if gone:
-                self._write_manifest({d.isoformat() for d in listed - set(gone)}, set(manifest["closed"]),
-                                     manifest["source"])
+                kept = {d.isoformat() for d in listed - set(gone)}
+                self._write_manifest(kept, set(manifest["closed"]), manifest["source"],
+                                     {k: v for k, v in manifest["partial"].items() if k in kept})
             return gone, moved
 
     # --- writing ---------------------------------------------------------------------------------------------
@@ -195,19 +214,27 @@ class EodStore:
     def _year_path(self, year: int) -> Path:
         return self.root / f"{year}.parquet"
 
-    def write(self, frames: Iterable[pd.DataFrame], closed: Iterable[dt.date] = (), source: str | None = None) -> int:
-        """Store whole days (frames from `validate_day`) and closed days of `source`; returns the rows written."""
+    def write(self, frames: Iterable[pd.DataFrame], closed: Iterable[dt.date] = (), source: str | None = None,
+              partial: str | None = None) -> int:
+        """Store whole days (frames from `validate_day`) and closed days of `source`; returns the rows written.
+        `partial`: the frames are partial days from this fallback source (the store's source is kept; a sample
+        store refuses them). A whole day written later replaces a partial one."""
         frames = [f for f in frames if len(f)]
         # store-wide: two writers would each merge into the year file and manifest they read, and one would lose
         # the other's days. Under the lock each reads what the other wrote.
         with locks.locked(self.root / LOCK_NAME):
-            return self._write(frames, closed, source)
+            return self._write(frames, closed, source, partial)
 
-    def _write(self, frames: list[pd.DataFrame], closed: Iterable[dt.date], source: str | None) -> int:
+    def _write(self, frames: list[pd.DataFrame], closed: Iterable[dt.date], source: str | None,
+               partial: str | None) -> int:
         if source is not None:
             self.check_source(source)
         manifest = self._manifest()
+        if partial is not None and manifest["source"] == "sample":
+            raise StoreError(f"{self.root} holds sample data; partial days from {partial} would mix real prices "
+                             "into it. Use a home (KRX_HOME) with real data")
         dates, closed_set = set(manifest["dates"]), set(manifest["closed"])
+        partial_days = dict(manifest["partial"])
         rows = 0
         if frames:
             new = pd.concat(frames, ignore_index=True)
@@ -219,9 +246,15 @@ class EodStore:
                 self._merge_year(int(year), part)
             self._merge_tickers(new)
             rows = len(new)
-            dates |= {d.isoformat() for d in new["date"].unique()}
+            written = {d.isoformat() for d in new["date"].unique()}
+            dates |= written
+            for day in written:
+                partial_days.pop(day, None)
+                if partial is not None:
+                    tickers = new.loc[new["date"] == dt.date.fromisoformat(day), "ticker"]
+                    partial_days[day] = {"source": partial, "tickers": sorted(tickers.astype(str))}
         closed_set |= {d.isoformat() for d in closed}
-        self._write_manifest(dates, closed_set - dates, source or manifest["source"])
+        self._write_manifest(dates, closed_set - dates, source or manifest["source"], partial_days)
         return rows
 
     def _merge_year(self, year: int, part: pa.Table) -> None:

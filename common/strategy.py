@@ -171,16 +171,17 @@ class Indicators:
     core_weight: np.ndarray           # their weights
     regime: np.ndarray | None         # regime ON per row, None when the regime filter is disabled
     notes: list[str] = field(default_factory=list)
+    partial: np.ndarray | None = None  # bool per row: a partial day (a fallback source, a few tickers): no new buys
     _col: dict[str, int] = field(default_factory=dict, repr=False)
     _rsi: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, panels: Mapping[str, pd.DataFrame], params: Mapping | None = None, *,
-              base_params: Mapping | None = None) -> Indicators:
+              base_params: Mapping | None = None, partial: pd.Series | None = None) -> Indicators:
         """panels: "close" (required, raw KRX closes), optionally "open", "base" (KRX's base price: corporate
         actions), "halted" and "value" (aligned to close). params: overrides merged into `base_params` (default:
         the config's strategy) and validated. Raises ValueError when the regime is enabled and its ticker is not
-        in the panel."""
+        in the panel. partial: bool per date, the partial days (common.store.EodStore.partial_flags)."""
         p = resolve_params(params, base_params)
         close_df = panels["close"]
         if not isinstance(close_df.index, pd.DatetimeIndex):
@@ -233,7 +234,9 @@ class Indicators:
                    open=open_, present=present, actions=actions, halted=halted,
                    value=value, first_row=first,
                    core=np.array([c for c, _ in core], dtype=np.int64),
-                   core_weight=np.array([w for _, w in core], dtype=float), regime=regime, notes=notes, _col=col)
+                   core_weight=np.array([w for _, w in core], dtype=float), regime=regime, notes=notes, _col=col,
+                   partial=None if partial is None else partial.reindex(close_df.index, fill_value=False)
+                   .to_numpy(dtype=bool))
 
     # --- lookups
 
@@ -431,9 +434,11 @@ def decide(ctx: Indicators, i: int, holdings: Mapping[str, float], rebalance: bo
     # HOLD_CORE: never sold by a rule, bought if not held, held at the configured weight
     core_w = np.zeros(n_tickers)
     core_w[ctx.core] = ctx.core_weight
-    state[is_core & ~held & tradable] = BUY
-    weight[is_core & tradable] = core_w[is_core & tradable]
-    weight[is_core & held & ~tradable] = np.nan
+    partial = ctx.partial is not None and bool(ctx.partial[i])  # only a few tickers have data: no new buys
+    core_buy = is_core & tradable & (not partial)
+    state[core_buy & ~held] = BUY
+    weight[core_buy] = core_w[core_buy]
+    weight[is_core & held & ~core_buy] = np.nan
 
     # sell rules on the non-core holdings that can trade today
     sellable = np.flatnonzero(held & ~is_core & tradable)
@@ -448,7 +453,7 @@ def decide(ctx: Indicators, i: int, holdings: Mapping[str, float], rebalance: bo
     held_free[sold] = False
     candidate = (code == OK) & ~is_core
     candidate[sold] = False
-    buys_allowed = ctx.regime is None or bool(ctx.regime[i])
+    buys_allowed = (ctx.regime is None or bool(ctx.regime[i])) and not partial
     sel = select(score, candidate, held_free, int(locked.sum()), p["top_n"], buys_allowed)
     pw = pick_weight(p)
     state[sel["hold_in"] | sel["hold_out"]] = HOLD
@@ -458,7 +463,7 @@ def decide(ctx: Indicators, i: int, holdings: Mapping[str, float], rebalance: bo
     weight[sel["hold_out"]] = np.nan
     weight[sel["buy"]] = pw
     blocked = np.array([], dtype=np.int64)
-    if not buys_allowed:
+    if not buys_allowed and not partial:  # what the regime blocked; a partial day ranks only its few tickers
         blocked = sel["top"][~held[sel["top"]]]
     return Decision(ctx=ctx, row=i, state=state, exclusion=code, score=score, candidate=candidate, weight=weight,
                     regime=ctx.regime_state(i), entry=entry, held=held, replaced_by=sel["replaced_by"],

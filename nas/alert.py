@@ -185,6 +185,8 @@ def render(scan: dict) -> Alert:
     title = f"KRX alert {asof.isoformat()}" + (f" (for {nxt})" if nxt else "")
     facts = (f"regime {_regime_text(scan['regime'])} · universe {scan['universe_size']:,} · "
              f"candidates after filters {scan['after_filters']:,} · strategy {scan['strategy']}")
+    if isinstance(scan.get("partial"), dict):  # KRX failed and a fallback filled in a few tickers
+        facts += f" · {scan['partial'].get('reason', 'partial data: no new buys')}"
     if "rebalance_day" in scan:
         when = "today is a rebalance day" if scan["rebalance_day"] else "no rebalance today"
         nxt_reb = scan.get("next_rebalance")

@@ -59,6 +59,15 @@ def excluded(decision: Decision) -> pd.DataFrame:
                         index=pd.Index(decision.ctx.tickers[cols].astype(str), name="ticker"))
 
 
+def partial_text(tickers: int, source: str = "Naver") -> str:
+    """Why a partial day (common.store: KRX failed, a fallback source filled in a few tickers) buys nothing."""
+    return f"partial data (KRX failed; {source} for {tickers} tickers): no new buys"
+
+
+def is_partial(decision: Decision) -> bool:
+    return decision.ctx.partial is not None and bool(decision.ctx.partial[decision.row])
+
+
 def reason(decision: Decision, j: int) -> str:
     """Why ticker column j has its state, in a sentence a person acts on."""
     p, ctx, i = decision.ctx.params, decision.ctx, decision.row
@@ -66,6 +75,8 @@ def reason(decision: Decision, j: int) -> str:
     close = ctx.price[i, j]
     halted = ctx.halted is not None and ctx.halted[i, j]
     is_core = j in set(ctx.core.tolist())
+    if s in (HOLD, HOLD_CORE) and is_partial(decision) and not halted and not np.isnan(close):
+        return f"{partial_text(int(ctx.present[i].sum()))}; kept, not resized"
     if s == HOLD_CORE:
         if halted:
             return "core holding (halted today: kept)"

@@ -126,8 +126,9 @@ def scan(home: Home, day: dt.date | None = None, *, reset: bool = False) -> tupl
     panels = store.load_panel(PANEL_FIELDS, start=start, end=asof)
     tickers = store.tickers()
     markets = tickers["market"].reindex(panels["close"].columns).fillna("")
+    partial = store.partial_flags(panels["close"].index)
     run = engine.run(panels, params, markets=markets, start=pd.Timestamp(begin), sessions=cal.index,
-                     book_state=before)
+                     book_state=before, partial=partial)
     state = run.book.to_state(asof)
     decision = run.decision
     names = tickers["name"].to_dict()
@@ -164,7 +165,10 @@ def scan(home: Home, day: dt.date | None = None, *, reset: bool = False) -> tupl
         "excluded": [{"ticker": r.ticker, "code": r.code, "reason": r.reason}
                      for r in excluded.itertuples(index=False)],
         "notes": decision.ctx.notes,
+        "partial": _partial(store, asof),
     }
+    if result["partial"]:
+        result["notes"] = [*result["notes"], result["partial"]["reason"]]
     return result, state, before
 
 
@@ -189,6 +193,14 @@ def _rows(decision: strategy.Decision, names: dict, held: book.Book, trades: pd.
                      "order": None, "reason": f"absent from the day's market data: sold at its last close "
                                               f"{t.price:,.0f} ({t.shares:,.0f} shares)"})
     return rows
+
+
+def _partial(store: EodStore, asof: dt.date) -> dict | None:
+    """The scan day's partial-day record (common.store), with the sentence the alert shows; None on a whole day."""
+    info = store.partial_dates().get(asof)
+    if info is None:
+        return None
+    return {**info, "reason": reasons.partial_text(len(info["tickers"]), info["source"].capitalize())}
 
 
 def _log_exclusions(excluded, asof: dt.date) -> None:

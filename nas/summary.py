@@ -14,6 +14,8 @@ reports/ops/summary/ops_summary_latest.json (schema ops_summary/1): `overall_sta
   SECRETS_MISSING     HIGH      a required secret of an enabled channel or source is absent (self-test)
   CONFIG_INVALID      HIGH      a config file does not validate
   DISK_LOW            HIGH      free space in the home under ops.min_free_disk_mb
+  CALENDAR_DISAGREEMENT MEDIUM  exchange_calendars and holidays disagree about a day in the next 12 months that
+                                app.yaml's calendar section has not settled (common.calendar)
 
 overall_status: STOPPED (emergency stop) > BLOCKED (any CRITICAL risk, or the last run was blocked) >
 NO_RUN_HISTORY (no cycle has run yet) > WARN (any other risk) > OK.
@@ -100,6 +102,24 @@ def _data_stale(home: Home, now: dt.datetime) -> dict | None:
     return None
 
 
+def _calendar_disagreement(home: Home, now: dt.datetime) -> dict | None:
+    from common import calendar
+
+    ref = _rel(home, home.configs / "app.yaml")
+    try:
+        days = calendar.load(home).disagreements(now.date())
+    except Exception as exc:  # a calendar that cannot be built is reported, never a crash of the summary
+        return _risk("CALENDAR_DISAGREEMENT", "MEDIUM", f"cannot compare the calendars: {type(exc).__name__}: {exc}",
+                     [ref])
+    if not days:
+        return None
+    listed = "; ".join(f"{day}: {said}" for day, said in days)
+    return _risk("CALENDAR_DISAGREEMENT", "MEDIUM", f"the KRX calendars disagree about {len(days)} day(s) in the "
+                 f"next 12 months ({listed}); a closure from either library wins. Check KRX's holiday notice and "
+                 "settle each day in configs/app.yaml: calendar.extra_closures (closed) or calendar.confirmed_open "
+                 "(KRX trades)", [ref])
+
+
 def _queue_backlog(home: Home, hours: float, now: dt.datetime) -> dict | None:
     old: list[tuple[float, Path]] = []
     for path in sorted(home.queue("pending").glob("*.json")):
@@ -184,6 +204,9 @@ def build(home: Home, now: dt.datetime | None = None, env: Mapping[str, str] | N
     ops_cfg = app["ops"] if app else config.load("app", Home(DEFAULT_CONFIGS.parent), env={})["ops"]
 
     risk = _data_stale(home, now)
+    if risk:
+        risks.append(risk)
+    risk = _calendar_disagreement(home, now)
     if risk:
         risks.append(risk)
     risk = _queue_backlog(home, float(ops_cfg["queue_backlog_hours"]), now)

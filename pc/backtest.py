@@ -205,7 +205,8 @@ def run_request(request: Mapping[str, Any], out_dir: Path, home: Home,
     # rows before the window only warm the indicators up: the book starts in cash on the window's first day
     reported = pd.Timestamp(first_day)
     run = engine.run(panels, params, markets=_markets(tickers, panels["close"].columns), start=reported,
-                     sessions=calendar.load(home).index, progress=progress)
+                     sessions=calendar.load(home).index, progress=progress,
+                     partial=store.partial_flags(panels["close"].index))
 
     equity = run.equity.loc[reported:]
     if equity.empty:

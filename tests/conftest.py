@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -78,3 +79,19 @@ def rotating(path: Path, mtime: float, tmp_dir: Path | None = None) -> Iterator[
     finally:
         stop.set()
         writer.join(10)
+
+
+@pytest.fixture
+def in_process_cli() -> Iterator[None]:
+    """For tests that call common.cli.main in-process (so `responses` answers the network): its setup_logging takes
+    the project's root logger over; give it back afterwards, so later tests' caplog sees records again."""
+    from common import log
+
+    root = logging.getLogger(log.ROOT)
+    yield
+    for handler in list(root.handlers):
+        if handler not in log.error_sinks():
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(logging.NOTSET)
+    root.propagate = True

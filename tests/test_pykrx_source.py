@@ -78,8 +78,11 @@ class FakeKrx:
     def _login(self, request: requests.PreparedRequest) -> tuple[int, dict, str]:
         self.logins += 1
         form = parse_qs(request.body)
-        ok = form.get("mbrId") == [KRX_ID] and form.get("pw") == [KRX_PW] and self._login_code == "CD001"
-        code = "CD001" if ok else "CD999"
+        ok = form.get("mbrId") == [KRX_ID] and form.get("pw") == [KRX_PW]
+        # CD010: a password change is due; CD011: another session is open, taken over when sent with skipDup=Y
+        code = ("CD001" if self._login_code == "CD011" and form.get("skipDup") == ["Y"] else self._login_code) \
+            if ok else "CD999"
+        ok = code == "CD001"
         return 200, JSON, json.dumps({"_error_code": code, "_error_message": "" if ok else "아이디/비밀번호 오류"})
 
     def _data(self, request: requests.PreparedRequest) -> tuple[int, dict, str]:

@@ -9,7 +9,16 @@ a backfill needs (a per-run ticker list would label old days with today's names 
 
 What pykrx does and what we do about it (DESIGN section 4):
 - it logs in when imported and prints the login id: imported lazily, every pykrx call runs with stdout/stderr
-  captured; the captured lines go to our DEBUG log with the credentials redacted.
+  captured; the captured lines go to our DEBUG log with the credentials redacted (never to a log file or Slack
+  with the id in it).
+- KRX keeps one session per member: a second login answers CD011 and pykrx sends it again with skipDup=Y, which
+  ends the first session (its next request answers LOGOUT). One login per process, and a login lock
+  (state/.krx_login.lock, held from the login to the end of the process) makes KRX jobs on the NAS take turns;
+  a LOGOUT after our own login says that another login took the session over.
+- KRX forces a password change every three months: the login answers CD010, which pykrx only prints. We read
+  that print and raise KrxPasswordChangeError naming the fix.
+- an outage or maintenance page (HTML with HTTP 200, at login or on a data request) is retried under the retry
+  policy, then a clear KrxOutageError.
 - it sets no HTTP timeout: an HTTPAdapter with a default timeout is mounted on the session pykrx uses, before
   every call (pykrx replaces its session when it logs in again).
 - it never retries and swallows errors (HTTP status, LOGOUT, JSON) into an empty frame or a KeyError: the same
@@ -26,6 +35,8 @@ import datetime as dt
 import io
 import json
 import logging
+import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,7 +45,8 @@ import pandas as pd
 import requests
 from requests.adapters import HTTPAdapter
 
-from common import config, log, retry
+from common import config, log, retry, statefile
+from common.home import Home
 from common.store import COLUMNS
 
 _log = log.get("pykrx")
@@ -55,6 +67,10 @@ _RAW = {"TDD_OPNPRC": "open", "TDD_HGPRC": "high", "TDD_LWPRC": "low", "TDD_CLSP
 _INTS = ["open", "high", "low", "close", "volume", "value", "market_cap"]
 _PRICES = ["open", "high", "low", "close"]
 AUTH_HINT = "set KRX_ID/KRX_PW (a data.krx.co.kr member login) in the environment or the home's .env"
+LOGIN_LOCK = "krx_login"  # state/.krx_login.lock (common.statefile): shared by every job that logs in to KRX
+PASSWORD_CHANGE = "비밀번호 변경이 필요합니다"  # what pykrx prints for KRX's CD010 answer (and nothing else does)
+PASSWORD_FIX = ("log in at https://data.krx.co.kr with this id, change the password as KRX asks, then put the new "
+                "one in KRX_PW (the home's .env) and run `krx ingest` again")
 
 
 class KrxError(RuntimeError):
@@ -63,6 +79,24 @@ class KrxError(RuntimeError):
 
 class KrxAuthError(KrxError):
     """The KRX login is missing or was rejected: KRX answers LOGOUT or HTTP 400/404 without it."""
+
+
+class KrxPasswordChangeError(KrxAuthError):
+    """KRX refuses the login until the password is changed (CD010, every three months)."""
+
+
+class KrxBusyError(KrxError):
+    """Another job holds the KRX login lock: a second login would end its session."""
+
+
+class KrxOutageError(KrxError, retry.TransientError):
+    """KRX answered an HTML page (an outage or maintenance page) where data or a login answer belongs; retried."""
+
+
+def _outage(what: str, text: str) -> KrxOutageError:
+    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    said = f" titled {title.group(1).strip()[:60]!r}" if title else f" starting {text.strip()[:40]!r}"
+    return KrxOutageError(f"KRX answered {what} with an HTML page{said}, not data: an outage or maintenance page")
 
 
 class _KrxAdapter(HTTPAdapter):
@@ -86,13 +120,23 @@ class PykrxSource:
     name = "pykrx"
     first_date = FIRST_DATE
 
-    def __init__(self, timeout_s: float = 20.0, retry_cfg: dict | None = None):
+    def __init__(self, timeout_s: float = 20.0, retry_cfg: dict | None = None, home: Home | None = None,
+                 lock_wait_s: float = 600.0):
         self.timeout_s = float(timeout_s)
         self.retry_cfg = retry_cfg
+        self.home = home
+        self.lock_wait_s = float(lock_wait_s)
         self._adapter = _KrxAdapter(self.timeout_s)
         self._stock: Any = None  # pykrx.stock, imported on first use
         self._auth: Any = None   # pykrx.website.comm.auth
         self._secrets: tuple[str, ...] = ()
+        self._lock = contextlib.ExitStack()  # the login lock, held until the process ends (or close())
+        self._logged_in: float | None = None  # when this process's login succeeded
+        self._import_said: list[str] = []  # pykrx's (redacted) prints while it logged in at import
+
+    def close(self) -> None:
+        """Let the next KRX job log in (the end of the process does the same)."""
+        self._lock.close()
 
     # --- the day ---------------------------------------------------------------------------------------------
 
@@ -161,7 +205,18 @@ class PykrxSource:
                 # pykrx's parse failures; network errors (requests exceptions) go on to the retry policy
                 error = exc
             answer = self._adapter.answers[-1] if self._adapter.answers else None
-            return frame, error, _check(answer, what, error)
+            try:
+                return frame, error, _check(answer, what, error)
+            except KrxAuthError as exc:
+                if self._logged_in is None or "LOGOUT" not in str(exc):
+                    raise
+                at = time.strftime("%H:%M:%S", time.localtime(self._logged_in))
+                raise KrxAuthError(
+                    f"KRX login missing or rejected (KRX answered LOGOUT to {what} although this process logged in at "
+                    f"{at}): most likely another login with the same KRX_ID took the session over (KRX keeps one "
+                    "session per member; a second login answers CD011 and pykrx's skipDup ends the first). KRX jobs "
+                    f"on the NAS take turns under the login lock state/.{LOGIN_LOCK}.lock; keep browsers and other "
+                    f"machines off this id while jobs run. If it persists: {AUTH_HINT}") from None
 
         attempt.__name__ = f"pykrx_{what.split()[0].lower()}"
         return self._retrying(attempt, what)
@@ -169,6 +224,8 @@ class PykrxSource:
     def _retrying(self, fn: Callable[[], Any], what: str) -> Any:
         try:
             return retry.call(fn, retry_cfg=self.retry_cfg)
+        except KrxOutageError as exc:
+            raise KrxOutageError(f"{exc}; still so after the retry policy's attempts") from None
         except KrxError:
             raise
         except Exception as exc:
@@ -182,10 +239,18 @@ class PykrxSource:
         """pykrx.stock, with pykrx's login session current and our adapter mounted on it."""
         stock, auth = self._load()
         with self._captured() as said:
-            krxs = auth.get_auth_session()  # logs in again when pykrx's hour-long session is near its end
+            try:
+                krxs = auth.get_auth_session()  # logs in again when pykrx's hour-long session is near its end
+            except ValueError as exc:  # pykrx reads the login answer as JSON without checking it
+                raise _outage("the login", getattr(exc, "doc", "") or "") from None
         if krxs is None:
             detail = f" (pykrx said: {' / '.join(said)})" if said else ""
+            if any(PASSWORD_CHANGE in line for line in said + self._import_said):
+                raise KrxPasswordChangeError(f"KRX requires a password change before it accepts this login (CD010, "
+                                             f"every three months): {PASSWORD_FIX}{detail}")
             raise KrxAuthError(f"KRX login missing or rejected: {AUTH_HINT}{detail}")
+        if self._logged_in is None:
+            self._logged_in = krxs.login_time
         session = krxs.session
         if session.adapters.get("https://") is not self._adapter:
             # a new session each login: mount again; longest prefix wins, so "https://" covers data.krx.co.kr
@@ -201,18 +266,36 @@ class PykrxSource:
             if missing:
                 raise KrxAuthError(f"KRX credentials missing ({', '.join(missing)} not set): {AUTH_HINT}")
             self._secrets = (user, password)
+            self._take_login_lock()
 
             def import_pykrx() -> tuple[Any, Any]:
-                with self._captured():
-                    from pykrx import stock
-                    from pykrx.website.comm import auth
+                with self._captured() as said:
+                    try:
+                        from pykrx import stock
+                        from pykrx.website.comm import auth
+                    except ValueError as exc:  # pykrx reads the login answer as JSON without checking it
+                        raise _outage("the login", getattr(exc, "doc", "") or "") from None
+                self._import_said = said
                 return stock, auth
 
-            try:
-                self._stock, self._auth = self._retrying(import_pykrx, "login at pykrx import")
-            except ValueError as exc:  # the login answer was not JSON (pykrx does not check it)
-                raise KrxError(f"KRX login page answered something unreadable: {type(exc).__name__}") from exc
+            self._stock, self._auth = self._retrying(import_pykrx, "login at pykrx import")
         return self._stock, self._auth
+
+    def _take_login_lock(self) -> None:
+        """One KRX login at a time on this home: wait up to lock_wait_s for another job's, then KrxBusyError."""
+        if self.home is None:
+            return
+        deadline = time.monotonic() + self.lock_wait_s
+        while True:
+            held = self._lock.enter_context(statefile.locked(self.home, LOGIN_LOCK, wait=False))
+            if held:
+                return
+            self._lock.close()
+            if time.monotonic() >= deadline:
+                raise KrxBusyError(f"another KRX job holds the login lock {self.home.state}/.{LOGIN_LOCK}.lock "
+                                   f"(waited {self.lock_wait_s:g}s): KRX keeps one session per member, so a second "
+                                   "login would end that job's session. Run KRX jobs one after another")
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
     @contextlib.contextmanager
     def _captured(self) -> Iterator[list[str]]:
@@ -253,6 +336,8 @@ def _check(answer: requests.Response | None, what: str, error: BaseException | N
     try:
         payload = json.loads(answer.content)  # bytes: UTF-8 found whatever charset the header claims
     except ValueError:
+        if answer.content.lstrip()[:1] == b"<":
+            raise _outage(what, answer.text) from None
         raise KrxError(f"KRX answered {what} with something that is not JSON: {answer.text[:60]!r}") from None
     if not isinstance(payload, dict):
         raise KrxError(f"KRX answered {what} with JSON that is not an object")
