@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml | tools
 	touch $(STAMP)
 
 demo: tools $(STAMP)
-	$(BIN)/python -m common.demo
+	$(BIN)/python -m faces.demo
 
 test: tools $(STAMP)
 	$(BIN)/python -m pytest

@@ -48,7 +48,7 @@ def _env(home: Path) -> dict:
 
 def _worker(home: Path, *args: str) -> subprocess.Popen:
     err = open(home / "worker.err", "ab")  # the child writes to it; ours closes below
-    proc = subprocess.Popen([sys.executable, "-m", "common.cli", "worker", "--job", "bench_queue:noop", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "faces.cli", "worker", "--job", "bench_queue:noop", *args],
                             cwd=home, env=_env(home), stdout=err, stderr=err)
     err.close()
     return proc

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-REFUSED, FAILED = 2, 3
+# The exit codes of every command: done (or done with warnings), blocked by a safety check (a normal outcome),
+# failed (a person must look).
+EXIT_OK, EXIT_BLOCKED, EXIT_FAILED = 0, 2, 3
+REFUSED, FAILED = EXIT_BLOCKED, EXIT_FAILED  # an OpsError's exit codes
 
 
 class OpsError(Exception):

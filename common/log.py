@@ -3,8 +3,8 @@
     [YYYY-MM-DD HH:MM:SS] [LEVEL] [EVENT] rc=0 details=... elapsed=1234ms
 
 `event(log, "INGEST_DONE", "days=3", rc=0, elapsed_ms=812)` writes one such line. Records without an event
-name use their logger's last name part, upper-cased. ERROR records also go to the error sinks (Slack), which
-`setup_logging` attaches through `add_error_sink`.
+name use their logger's last name part, upper-cased. ERROR records also go to the error sinks (the Slack ERROR
+log), which the face attaches at start-up through `add_error_sink`. A leaf: it imports nothing of the project.
 """
 
 from __future__ import annotations
@@ -12,14 +12,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
+from pathlib import Path
+from typing import Protocol
 from zoneinfo import ZoneInfo
-
-from common.home import Home
 
 TZ = ZoneInfo("Asia/Seoul")
 ROOT = "krx"
 MAX_DETAILS = 2000
 _ERROR_SINKS: list[logging.Handler] = []
+
+
+class _HasLogs(Protocol):  # a common.home.Home, without importing it
+    @property
+    def logs(self) -> Path: ...
 
 
 def now() -> dt.datetime:
@@ -97,7 +102,7 @@ def error_sinks() -> list[logging.Handler]:
     return list(_ERROR_SINKS)
 
 
-def setup_logging(job: str, home: Home | None = None, *, console: bool = True, level: int = logging.INFO) -> None:
+def setup_logging(job: str, home: _HasLogs | None = None, *, console: bool = True, level: int = logging.INFO) -> None:
     """Configure the project's root logger for one job: console (stderr) and the job's daily log file."""
     root = logging.getLogger(ROOT)
     for handler in list(root.handlers):
@@ -120,9 +125,3 @@ def setup_logging(job: str, home: Home | None = None, *, console: bool = True, l
             root.addHandler(file_handler)
         except OSError as exc:  # a read-only home still lets the job run and say so
             root.warning("cannot write log file in %s: %s", home.logs, exc)
-    try:  # the Slack ERROR log, once per process, when notify.yaml and a token or webhook say so
-        from common.slacklog import send_verbose_log_to_slack
-
-        send_verbose_log_to_slack(home, job)
-    except Exception as exc:  # telemetry must never stop a job; a bad notify.yaml fails the job that reads it
-        root.warning("Slack ERROR log not attached: %s", exc)

@@ -26,12 +26,12 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from common import config, slack, switches
 from common import log as krxlog
-from common.home import Home
+from common import slack
 
 log = logging.getLogger("krx.slacklog")
 
@@ -220,30 +220,26 @@ class Suppressed(Exception):
     """A message not sent because the emergency stop is on: counted, not a failure."""
 
 
-def send_verbose_log_to_slack(home: Home | None = None, job: str = "") -> SlackErrorHandler | None:
-    """Attach the Slack ERROR handler once per process when notify.yaml's `error_log_to_slack` is true and a token
-    or webhook is present; return it (the one already attached, with `job` updated), or None when not configured."""
+def send_verbose_log_to_slack(notify: Mapping[str, Any], job: str, stopped: Callable[[], bool]
+                              ) -> SlackErrorHandler | None:
+    """Attach the Slack ERROR handler once per process when notify.yaml's `error_log_to_slack` is true (`notify`:
+    that file's settings) and a token or webhook is present; return it (the one already attached, with `job`
+    updated), or None when not configured. `stopped()` is asked before each message: the emergency stop silences
+    every external send, ops telemetry included (asked per message: it may be switched on while the job runs)."""
     current = _current()
     if current is not None:
         if job:
             current.job = job
         return current
-    if not slack.configured():  # checked first: without credentials no config is read at all
+    if not notify["error_log_to_slack"]:
         return None
-    cfg = config.load("notify", home)
-    if not cfg["error_log_to_slack"]:
-        return None
-    opts = cfg["error_log"]
-    sender = slack.sender(cfg["slack"]["channel"], timeout_s=int(opts["timeout_s"]), rate_limit_retries=1)
+    opts = notify["error_log"]
+    sender = slack.sender(notify["slack"]["channel"], timeout_s=int(opts["timeout_s"]), rate_limit_retries=1)
     if sender is None:
         return None
-    stop_home = home or Home.from_env()
 
     def post(text: str) -> None:
-        # the emergency stop silences every external send, ops telemetry included (read per message: it may
-        # be switched on while the job runs; unreadable means on)
-        stop = switches.emergency_stop(stop_home)
-        if stop.on or not stop.readable:
+        if stopped():
             raise Suppressed()
         sender.post(text=text)
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from common import atomic, config, events, locks, safeio, slack, switches
-from common.cli import EXIT_FAILED, EXIT_OK, parse_date
+from common.args import parse_date
+from common.errors import EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.log import event, get, now, setup_logging
 

@@ -4,9 +4,9 @@ preflight (dependencies, configs, home writable, credentials, free disk) -> emer
 ingest -> scan -> alert -> request (-> sync push when app.yaml sync.remote is set) -> live_fire_step (on
 app.yaml live_fire.weekday, when every live fire precondition holds; otherwise the receipt says why not).
 
-Each step runs as its own process (`python -m common.cli <step> ...`): its exit code is real (0 ok, 2 blocked,
-3 failed) and a crash of one cannot take the cycle down. Under MOCK_ONLY the children get the sample source and no
-Slack through the environment, on top of `switches.external_send_allowed` saying no.
+Each step runs as its own process (the `command` the face passes in, e.g. `krx <step> ...`): its exit code is
+real (0 ok, 2 blocked, 3 failed) and a crash of one cannot take the cycle down. Under MOCK_ONLY the children get
+the sample source and no Slack through the environment, on top of `switches.external_send_allowed` saying no.
 
 Every run writes a receipt (schema ops_run_receipt/1) to reports/ops/daily/ops_report_latest.json and
 reports/ops/daily/snapshots/ops_run_<YYYYMMDD-HHMMSS>.json, appends its events with the day's correlation id, and
@@ -25,13 +25,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from common import atomic, config, events, log, switches, window
-from common.cli import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK
+from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK
 from common.home import Home
 
 SCHEMA = "ops_run_receipt/1"
@@ -146,8 +146,9 @@ def preflight(home: Home, env: Mapping[str, str], day: dt.date | None) -> list[d
 # --- steps ----------------------------------------------------------------------------------------------------
 
 
-def _run_step(name: str, argv: list[str], env: Mapping[str, str], cwd: Path, timeout_s: float) -> Step:
-    cmd = [sys.executable, "-m", "common.cli", *argv]
+def _run_step(name: str, command: Sequence[str], argv: list[str], env: Mapping[str, str], cwd: Path,
+              timeout_s: float) -> Step:
+    cmd = [*command, *argv]
     started = time.monotonic()
     log.event(_log, "OPS_STEP_START", f"step={name} cmd=krx {' '.join(argv)}")
     try:
@@ -264,6 +265,7 @@ class _Run:
         self.mock_only = self.gate.mode == switches.MOCK_ONLY  # an unreadable gate reads as MOCK_ONLY
         self.env = child_env(home, self.mock_only, base_env)
         self.steps: list[Step] = []
+        self.command: tuple[str, ...] = ()
         self.warnings: list[str] = []
         self.checks: list[dict] = []
         self.result, self.reason = COMPLETED, "OK"
@@ -299,12 +301,14 @@ class _Run:
         return rc, receipt
 
 
-def run_cycle(home: Home, day: dt.date | None = None, *, base_env: Mapping[str, str] | None = None,
-              now: dt.datetime | None = None) -> tuple[int, dict]:
+def run_cycle(home: Home, day: dt.date | None = None, *, command: Sequence[str],
+              base_env: Mapping[str, str] | None = None, now: dt.datetime | None = None) -> tuple[int, dict]:
     """Run the daily cycle once; returns (exit code, receipt). The receipt is also written to disk, whatever
     happens: an unexpected error inside the cycle itself is a FAILED run (CYCLE_ERROR), not a missing receipt.
+    `command`: how to start a `krx` step (the face says; e.g. [python, "-m", "faces.cli"]).
     `now` is the clock of the live fire step (tests inject it; the real Seoul time otherwise)."""
     run = _Run(home, day, base_env, now)
+    run.command = tuple(command)
     try:
         _cycle(run)
     except Exception as exc:
@@ -412,7 +416,7 @@ def _cycle(run: _Run) -> None:
             continue
         if name == "sync":
             _export_checkpoint(home)  # so today's push carries it off the box
-        step = _run_step(name, argv, env, home.root, timeout_s)
+        step = _run_step(name, run.command, argv, env, home.root, timeout_s)
         steps.append(step)
         run.emit("OPS_STEP", step=name, status=step.status, rc=step.rc, elapsed_ms=step.elapsed_ms)
         if step.status == FAILED:

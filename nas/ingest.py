@@ -19,7 +19,8 @@ from typing import Protocol
 import pandas as pd
 
 from common import calendar, config, events, locks, log, strategy, switches
-from common.cli import EXIT_FAILED, EXIT_OK, parse_date
+from common.args import parse_date
+from common.errors import EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.store import EodStore, validate_day
 

@@ -7,7 +7,8 @@ import datetime as dt
 import logging
 
 from common import config, events, log, queue, schemas
-from common.cli import EXIT_FAILED, EXIT_OK, parse_date
+from common.args import parse_date
+from common.errors import EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.store import EodStore, StoreError
 from common.strategy import NAME as STRATEGY

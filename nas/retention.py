@@ -28,7 +28,7 @@ the home, so `tar -xzf archive/logs/2026-01.tar.gz -C <home>` puts them back. Ki
   then are the originals removed (a result folder first renamed out of done/, so it vanishes in one step). A failed
   write or verification removes nothing and drops the unverified archive. Archives are write-once: more items of
   an archived month go to `<YYYY-MM>.2.tar.gz`, `.3`, ...
-- The ids of archived result folders are recorded in `state/archived_results.txt` (see `archived_results`), so
+- The ids of archived result folders are recorded in `state/archived_results.txt` (nas/archived.py), so
   `krx sync` never copies them back from the other side (without it, sync and retention would undo each other
   forever: pack removes an old result, the next sync fetches it again, the next pack archives it again).
 
@@ -61,10 +61,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import atomic, config, log, retry
-from common.cli import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK
+from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK
 from common.home import Home
-from common.queue import is_valid_id
-from nas import sync
+from nas import archived, sync
 
 _log = log.get("retention")
 CHUNK = 1 << 20
@@ -94,49 +93,8 @@ NEVER = ("reports/pending", "reports/processing", "reports/failed", "data/eod") 
 # A fixed place in the home, not below archive_dir: `krx sync` reads the OTHER home's index too, and that home's
 # archive_dir is in its own config (maybe absolute, maybe overridden by its environment), which sync cannot see.
 # state/ is never packed, synced nor versioned, and `krx retention backup` keeps it with the rest of the home.
-ARCHIVED_INDEX = "state/archived_results.txt"
-ARCHIVED_HEADER = ("# result ids `krx retention pack` archived (archive/done/): `krx sync` never brings them back.\n"
-                   "# One id per line; written only by retention (atomic replace).\n")
-
-
 class RetentionError(Exception):
     pass
-
-
-def parse_archived(text: str, where: str) -> set[str]:
-    """The ids in an archived-results index; RetentionError for anything that is not one (a damaged index must
-    not be read as "fewer archived": that would start the sync/retention loop again)."""
-    ids: set[str] = set()
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if not is_valid_id(line):
-            raise RetentionError(f"{where}: line {n} is not a result id ({line[:60]!r}); the index is damaged: "
-                                 "fix or remove that line")
-        ids.add(line)
-    return ids
-
-
-def archived_results(home: Home) -> set[str]:
-    """The result ids this home's `krx retention pack` archived and removed from reports/done/. A missing index
-    means none; an unreadable or damaged one is a RetentionError, never "none"."""
-    path = home.root / ARCHIVED_INDEX
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return set()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RetentionError(f"{path}: archived-results index unreadable: {exc}") from None
-    return parse_archived(text, str(path))
-
-
-def record_archived(home: Home, ids: set[str]) -> None:
-    """Add ids to the index in one atomic replace (a reader sees the old index or the new one, never half)."""
-    known = archived_results(home)
-    if ids <= known:
-        return
-    atomic.write_text(home.root / ARCHIVED_INDEX, ARCHIVED_HEADER + "".join(f"{i}\n" for i in sorted(known | ids)))
 
 
 @dataclass
@@ -397,8 +355,8 @@ def pack(home: Home, keep_days: int, *, dry_run: bool = False, now: float | None
             # after this line leaves an id both recorded and present: harmless (sync has it either way, the next
             # pack archives it again).
             try:
-                record_archived(home, {i.path.name for i in items})
-            except (OSError, RetentionError) as exc:
+                archived.record(home, {i.path.name for i in items})
+            except (OSError, archived.ArchivedIndexError) as exc:
                 failed += 1
                 path.unlink(missing_ok=True)  # not recorded: removing the folders would let sync bring them back
                 log.event(_log, "RETENTION_FAILED", f"{kind} {month}: archived-results index not updated ({exc}); "

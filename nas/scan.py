@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from common import atomic, book, calendar, config, engine, events, log, safeio, strategy
-from common.cli import EXIT_FAILED, EXIT_OK, parse_date
+from common.args import parse_date
+from common.errors import EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.store import EodStore, StoreError
 from nas import reasons

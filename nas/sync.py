@@ -57,9 +57,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import atomic, config, log, retry
-from common.cli import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK
+from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.queue import is_valid_id
+from nas import archived
 
 _log = log.get("sync")
 
@@ -338,25 +339,21 @@ def local_results(home: Home) -> set[str]:
 
 def local_archived(home: Home) -> set[str]:
     """The result ids this home's retention archived: sync treats them as present and never fetches them again."""
-    from nas import retention  # here, not at the top: retention imports this module (its backup uses rsync)
-
     try:
-        return retention.archived_results(home)
-    except retention.RetentionError as exc:
+        return archived.ids(home)
+    except archived.ArchivedIndexError as exc:
         raise SyncError(str(exc)) from None
 
 
 def remote_archived(spec: Spec, rs: Rsync) -> set[str]:
     """The result ids the remote home's retention archived (its state/archived_results.txt): push never sends them
     back. A missing index means none (also: the remote is a plain folder, not a home); a damaged one is an error."""
-    from nas import retention  # see local_archived
-
-    text = rs.fetch_text(spec, *retention.ARCHIVED_INDEX.split("/"))
+    text = rs.fetch_text(spec, *archived.INDEX.split("/"))
     if text is None:
         return set()
     try:
-        return retention.parse_archived(text, redact(spec.arg(retention.ARCHIVED_INDEX)))
-    except retention.RetentionError as exc:
+        return archived.parse(text, redact(spec.arg(archived.INDEX)))
+    except archived.ArchivedIndexError as exc:
         raise SyncError(str(exc)) from None
 
 

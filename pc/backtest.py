@@ -28,7 +28,8 @@ import pandas as pd
 import yaml
 
 from common import calendar, config, log
-from common.cli import EXIT_FAILED, EXIT_OK, Parser, parse_date
+from common.args import Parser, parse_date
+from common.errors import EXIT_FAILED, EXIT_OK
 from common.home import DEFAULT_CONFIGS, Home
 from common.schemas import UNIVERSES, request_id
 from common.store import EodStore
@@ -46,6 +47,8 @@ _log = log.get("backtest")
 
 class BacktestError(RuntimeError):
     """A backtest that cannot run as asked: the message says why and what to change."""
+
+    permanent = True  # the worker does not try it again: a retry cannot change the answer
 
 
 # --- parameters ------------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from common import config, events, log, safeio, schemas
-from common.cli import EXIT_FAILED, EXIT_OK
+from common.errors import EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.queue import Claim, Entry, Queue, new_owner
 
@@ -100,9 +100,8 @@ def _permanent(error: BaseException | None) -> bool:
     """A job error no retry can fix: the backtest's own refusals (no data in range, a bad parameter) and a store
     that lacks days. Anything else (a crash, a full disk, a share that dropped) is tried again."""
     from common.store import StoreError
-    from pc.backtest import BacktestError
 
-    return isinstance(error, (BacktestError, StoreError, config.ConfigError))
+    return bool(getattr(error, "permanent", False)) or isinstance(error, (StoreError, config.ConfigError))
 
 
 def _append_event(home: Home, name: str, request: Mapping[str, Any] | None, **fields_: Any) -> None:

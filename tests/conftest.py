@@ -43,7 +43,7 @@ def krx(*args: str, home: Home, env: dict | None = None, timeout: float = 120) -
     """Run the real `krx` CLI in a subprocess against `home`."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("KRX__", "SLACK_"))}
     full_env.update({"KRX_HOME": str(home.root), **(env or {})})
-    return subprocess.run([sys.executable, "-m", "common.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "faces.cli", *args], capture_output=True, text=True,
                           env=full_env, cwd=home.root, timeout=timeout)
 
 
@@ -83,7 +83,7 @@ def rotating(path: Path, mtime: float, tmp_dir: Path | None = None) -> Iterator[
 
 @pytest.fixture
 def in_process_cli() -> Iterator[None]:
-    """For tests that call common.cli.main in-process (so `responses` answers the network): its setup_logging takes
+    """For tests that call faces.cli.main in-process (so `responses` answers the network): its setup_logging takes
     the project's root logger over; give it back afterwards, so later tests' caplog sees records again."""
     from common import log
 

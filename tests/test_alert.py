@@ -259,7 +259,7 @@ def test_cli_subprocess_sends_to_the_local_server(home: Home, server: SlackServe
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KRX")) or k == "KRX_EVENT_LOG_KEY_FILE"}
     env.update(KRX_HOME=str(home.root), SLACK_BOT_TOKEN=TOKEN, SLACK_API_URL=server.api_url,
                KRX__NOTIFY__DELIVERY_POLICY="SLACK")
-    cmd = [str(REPO / ".venv/bin/python"), "-m", "common.cli", "alert", "--date", "2026-01-05"]
+    cmd = [str(REPO / ".venv/bin/python"), "-m", "faces.cli", "alert", "--date", "2026-01-05"]
     if not Path(cmd[0]).exists():
         cmd[0] = sys.executable
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)

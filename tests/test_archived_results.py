@@ -12,7 +12,7 @@ import pytest
 from conftest import krx, rotating
 
 from common.home import Home, init_home
-from nas import retention
+from nas import archived
 
 DAY = 86400
 
@@ -54,7 +54,7 @@ def archived_on_nas(home: Home, pc: Home) -> tuple[Home, Home]:
         add_result(h, "r-new", age_days=1)  # the newest of its kind: never packed
     r = krx("retention", "pack", home=home)
     assert r.returncode == 0, r.stderr
-    assert done(home) == ["r-new"] and retention.archived_results(home) == {"r-old"}
+    assert done(home) == ["r-new"] and archived.ids(home) == {"r-old"}
     assert list((home.root / "archive" / "done").glob("*.tar.gz"))
     return home, pc
 
@@ -103,7 +103,7 @@ def test_a_remote_without_an_index_gets_everything(home: Home, tmp_path: Path) -
 def test_a_damaged_index_is_an_error_not_none(archived_on_nas: tuple[Home, Home], fake_ssh: str) -> None:
     nas, pc = archived_on_nas
     add_result(pc, "r-pc1")
-    index = nas.root / retention.ARCHIVED_INDEX
+    index = nas.root / archived.INDEX
     index.write_text(index.read_text() + "r-old/../x\n")
     for args in (["push", "--remote", str(nas.root)],
                  ["push", "--remote", f"nas-host:{nas.root}", "--rsh", fake_ssh]):
@@ -134,16 +134,16 @@ def test_the_index_survives_a_second_pack(home: Home) -> None:
     add_result(home, "r-b", age_days=45)
     add_result(home, "r-new", age_days=1)
     assert krx("retention", "pack", home=home).returncode == 0
-    assert retention.archived_results(home) == {"r-a", "r-b"}
-    first = (home.root / retention.ARCHIVED_INDEX).read_text()
+    assert archived.ids(home) == {"r-a", "r-b"}
+    first = (home.root / archived.INDEX).read_text()
     assert first.startswith("#") and first.endswith("r-a\nr-b\n")
 
     assert krx("retention", "pack", home=home).returncode == 0  # nothing to pack: the index stays as it is
-    assert (home.root / retention.ARCHIVED_INDEX).read_text() == first
+    assert (home.root / archived.INDEX).read_text() == first
     add_result(home, "r-c", age_days=40)
     r = krx("retention", "pack", home=home)
     assert r.returncode == 0 and "1 archives written" in r.stderr, r.stderr
-    assert retention.archived_results(home) == {"r-a", "r-b", "r-c"}
+    assert archived.ids(home) == {"r-a", "r-b", "r-c"}
     assert done(home) == ["r-new"]
     assert not [p for p in home.state.iterdir() if p.name.endswith(".tmp")]  # atomic replace left nothing
 
@@ -164,8 +164,8 @@ def test_a_pack_that_fails_verification_records_nothing(home: Home) -> None:
     failed = next(ln for ln in r.stderr.splitlines() if "[RETENTION_FAILED]" in ln)
     assert "failed verification" in failed and "nothing removed" in failed
     assert done(home) == ["r-busy", "r-new", "r-quiet"]
-    assert retention.archived_results(home) == set()
-    assert not (home.root / retention.ARCHIVED_INDEX).exists()
+    assert archived.ids(home) == set()
+    assert not (home.root / archived.INDEX).exists()
 
 
 def test_delete_never_prunes_archived_history(archived_on_nas: tuple[Home, Home]) -> None:

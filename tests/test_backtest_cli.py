@@ -42,7 +42,7 @@ def _py(home: Home, *args: str, timeout: float = 120) -> subprocess.CompletedPro
 def market(tmp_path_factory: pytest.TempPathFactory) -> Home:
     """A home holding the sample market from 2024-01-02 to 2025-06-30 (120 tickers and the 069500 ETF)."""
     home, _ = init_home(tmp_path_factory.mktemp("bt") / "home")
-    proc = _py(home, "common.cli", "ingest", "--start", "2024-01-02", "--end", "2025-06-30", "--tickers", "120")
+    proc = _py(home, "faces.cli", "ingest", "--start", "2024-01-02", "--end", "2025-06-30", "--tickers", "120")
     assert proc.returncode == 0, proc.stderr
     return home
 
@@ -52,7 +52,7 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Home:
 
 def test_krx_backtest_writes_four_files_and_prints_the_headline(market: Home, tmp_path: Path):
     out = tmp_path / "out"
-    proc = _py(market, "common.cli", "backtest", "--strategy", "momentum_topN_v1", "--start", "2024-09-02",
+    proc = _py(market, "faces.cli", "backtest", "--strategy", "momentum_topN_v1", "--start", "2024-09-02",
                "--end", "2025-06-30", "--set", "top_n=10", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert FILES == {p.name for p in out.iterdir()}
@@ -86,7 +86,7 @@ def test_krx_backtest_writes_four_files_and_prints_the_headline(market: Home, tm
 ])
 def test_krx_backtest_refusals_exit_3_with_a_clear_message(market: Home, tmp_path: Path, args, message):
     out = tmp_path / "out"
-    proc = _py(market, "common.cli", "backtest", *args, "--out", str(out))
+    proc = _py(market, "faces.cli", "backtest", *args, "--out", str(out))
     assert proc.returncode == 3, proc.stderr
     assert f"krx backtest: {message}" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -243,7 +243,7 @@ def test_default_start_leaves_the_warm_up_before_the_window(market: Home):
 
 
 def test_backtests_differing_in_one_parameter_never_share_a_folder(market: Home):
-    args = ("common.cli", "backtest", "--start", "2025-01-02", "--end", "2025-03-31")
+    args = ("faces.cli", "backtest", "--start", "2025-01-02", "--end", "2025-03-31")
     ten = _py(market, *args, "--set", "top_n=10")
     three = _py(market, *args, "--set", "top_n=3")
     assert ten.returncode == 0 and three.returncode == 0, ten.stderr + three.stderr

@@ -36,7 +36,7 @@ def test_two_alerts_at_once_post_exactly_once(home: Home, server: SlackServer) -
     runs = [  # the cron wrapper (its lock `alert`) and a run by hand, plus a second one by hand
         subprocess.Popen(["bash", str(WRAPPER)], env=env, cwd=home.root, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True),
-        *(subprocess.Popen([sys.executable, "-m", "common.cli", "alert"], env=env, cwd=home.root,
+        *(subprocess.Popen([sys.executable, "-m", "faces.cli", "alert"], env=env, cwd=home.root,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)),
     ]
     results = [(p.wait(timeout=120), p.communicate()) for p in runs]
@@ -53,7 +53,7 @@ def test_a_cycle_started_while_another_runs_does_nothing(home: Home) -> None:
     from common import locks
 
     with locks.job_lock(home, "daily"):
-        proc = subprocess.run([sys.executable, "-m", "common.cli", "ops", "cycle"], env=_env(home), cwd=home.root,
+        proc = subprocess.run([sys.executable, "-m", "faces.cli", "ops", "cycle"], env=_env(home), cwd=home.root,
                               capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "another ops cycle is running" in proc.stderr
@@ -65,7 +65,7 @@ def test_concurrent_ingests_over_different_ranges_keep_every_day(home: Home, cal
     # from the year files) in every trial
     ranges = [(f"{y}-01-02", f"{y}-06-30") for y in (2021, 2022, 2023)] + \
         [(f"{y}-07-01", f"{y}-12-28") for y in (2021, 2022, 2023)]
-    runs = [subprocess.Popen([sys.executable, "-m", "common.cli", "ingest", "--source", "sample", "--start", a,
+    runs = [subprocess.Popen([sys.executable, "-m", "faces.cli", "ingest", "--source", "sample", "--start", a,
                               "--end", b], env=_env(home), cwd=home.root, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for a, b in ranges]
     for p in runs:

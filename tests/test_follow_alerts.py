@@ -27,7 +27,7 @@ FIRST, LAST = dt.date(2022, 7, 1), dt.date(2024, 6, 28)
 def sample_home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     home, _ = init_home(tmp_path_factory.mktemp("follow") / "home")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KRX__", "SLACK_"))}
-    proc = subprocess.run([sys.executable, "-m", "common.cli", "ingest", "--start", "2021-01-04", "--end",
+    proc = subprocess.run([sys.executable, "-m", "faces.cli", "ingest", "--start", "2021-01-04", "--end",
                            LAST.isoformat()], env={**env, "KRX_HOME": str(home.root)}, cwd=home.root,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr

@@ -41,7 +41,7 @@ def test_without_rsync_and_without_rights_make_stops_with_one_line(tmp_path: Pat
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("make")]
         assert lines == ["krx-alertor needs rsync: install it first (Debian/Ubuntu: sudo apt-get install rsync), "
                          "then run make again"], proc.stderr
-        assert "pytest" not in proc.stdout and "common.demo" not in proc.stdout  # nothing ran
+        assert "pytest" not in proc.stdout and "faces.demo" not in proc.stdout  # nothing ran
     assert not (tmp_path / "apt.log").exists()  # no right to install: not even tried
 
 

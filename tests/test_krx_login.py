@@ -83,7 +83,7 @@ def test_a_forced_password_change_is_a_clear_error_and_one_slack_error_line(
     assert any("로그인 ID: ***" in line for line in debug) and not any(KRX_ID in line for line in debug)
 
     # the CLI: an ERROR line (Slack) naming the fix, Naver fills in the benchmark; the id appears nowhere
-    from common.cli import main
+    from faces.cli import main
 
     monkeypatch.setenv("KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__BENCHMARK", "005930")
     monkeypatch.setenv("KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__REGIME__TICKER", "005930")

@@ -267,7 +267,7 @@ def test_runbook_through_the_cli_under_faketime(home: Home, server: SlackServer)
         env.pop(operators.TOKEN_ENV, None)
         if token:
             env[operators.TOKEN_ENV] = token
-        return subprocess.run([FAKETIME, stamp, sys.executable, "-m", "common.cli", "ops", *args], env=env,
+        return subprocess.run([FAKETIME, stamp, sys.executable, "-m", "faces.cli", "ops", *args], env=env,
                               cwd=home.root, capture_output=True, text=True, timeout=120)
 
     fri = None  # the next minute of Friday morning in Seoul

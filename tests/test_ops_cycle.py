@@ -19,6 +19,7 @@ import pytest
 
 from common import events, switches
 from common.home import Home, init_home
+from faces import KRX
 from nas import cycle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,7 +83,7 @@ def env(home: Home, tmp_path: Path) -> dict[str, str]:
 
 
 def _cycle(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "common.cli", "ops", "cycle", *args], env=env, cwd=env["KRX_HOME"],
+    return subprocess.run([sys.executable, "-m", "faces.cli", "ops", "cycle", *args], env=env, cwd=env["KRX_HOME"],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -148,7 +149,7 @@ def test_emergency_stop_blocks_and_nothing_external(home: Home, env: dict[str, s
 @pytest.mark.parametrize("filename", [switches.ESTOP_FILE, switches.SENDER_FILE, switches.GATE_FILE])
 def test_corrupt_state_file_blocks(home: Home, env: dict[str, str], filename: str) -> None:
     (home.state / filename).write_text('{"on": tru', encoding="utf-8")
-    rc, r = cycle.run_cycle(home, TRADING_DAY, base_env=env)
+    rc, r = cycle.run_cycle(home, TRADING_DAY, command=KRX, base_env=env)
     assert rc == 2 and (r["result"], r["reason"]) == ("BLOCKED", "STATE_UNREADABLE")
     assert not any(s["name"] in cycle.DATA_STEPS for s in r["steps"])
     assert "UNREADABLE" in r["observed_modes"].values()
@@ -157,7 +158,7 @@ def test_corrupt_state_file_blocks(home: Home, env: dict[str, str], filename: st
 
 def test_preflight_missing_credentials_fails_before_anything_runs(home: Home, env: dict[str, str]) -> None:
     env["KRX__APP__SOURCE"] = "pykrx"  # needs KRX_ID / KRX_PW, which the clean environment does not have
-    rc, r = cycle.run_cycle(home, TRADING_DAY, base_env=env)
+    rc, r = cycle.run_cycle(home, TRADING_DAY, command=KRX, base_env=env)
     assert rc == 2 and (r["result"], r["reason"]) == ("BLOCKED", "PREFLIGHT_FAIL")
     assert [s["name"] for s in r["steps"]] == ["preflight"]
     assert "credentials" in r["steps"][0]["details"] and "source:pykrx" in r["steps"][0]["details"]
@@ -168,18 +169,18 @@ def test_preflight_missing_credentials_fails_before_anything_runs(home: Home, en
 
 def test_preflight_low_disk_and_bad_config(home: Home, env: dict[str, str]) -> None:
     env["KRX__APP__OPS__MIN_FREE_DISK_MB"] = str(10**12)
-    rc, r = cycle.run_cycle(home, TRADING_DAY, base_env=env)
+    rc, r = cycle.run_cycle(home, TRADING_DAY, command=KRX, base_env=env)
     assert rc == 2 and r["reason"] == "PREFLIGHT_FAIL" and "free_disk" in r["steps"][0]["details"]
     del env["KRX__APP__OPS__MIN_FREE_DISK_MB"]
     (home.configs / "notify.yaml").write_text("delivery_policy: CARRIER_PIGEON\n", encoding="utf-8")
-    rc, r = cycle.run_cycle(home, TRADING_DAY, base_env=env)
+    rc, r = cycle.run_cycle(home, TRADING_DAY, command=KRX, base_env=env)
     assert rc == 2 and "delivery_policy" in r["steps"][0]["details"]
 
 
 def test_non_trading_day_completes_with_data_steps_skipped(home: Home, env: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "pc").mkdir()
     env["KRX__APP__SYNC__REMOTE"] = str(tmp_path / "pc")  # sync is configured: it still runs on a holiday
-    rc, r = cycle.run_cycle(home, HOLIDAY, base_env=env)
+    rc, r = cycle.run_cycle(home, HOLIDAY, command=KRX, base_env=env)
     assert rc == 0 and (r["result"], r["reason"]) == ("COMPLETED", "NON_TRADING_DAY")
     skipped = {s["name"]: s for s in r["steps"] if s["status"] == "SKIPPED"}
     assert set(skipped) == set(cycle.DATA_STEPS)
@@ -191,7 +192,7 @@ def test_non_trading_day_completes_with_data_steps_skipped(home: Home, env: dict
 def test_a_failing_step_fails_the_cycle_and_skips_the_rest(home: Home, env: dict[str, str]) -> None:
     (home.data / "eod").mkdir(parents=True)
     (home.data / "eod" / "manifest.json").write_text("{broken", encoding="utf-8")  # ingest cannot read its store
-    rc, r = cycle.run_cycle(home, TRADING_DAY, base_env=env)
+    rc, r = cycle.run_cycle(home, TRADING_DAY, command=KRX, base_env=env)
     assert rc == 3 and (r["result"], r["reason"]) == ("FAILED", "STEP_FAILED:ingest")
     steps = {s["name"]: s for s in r["steps"]}
     assert steps["ingest"]["status"] == "FAILED" and steps["ingest"]["rc"] == 3
@@ -207,7 +208,7 @@ def test_tampered_event_log_blocks_the_run(home: Home, env: dict[str, str]) -> N
         events.append(home, "X", i=i)
     lines = events.log_path(home).read_text(encoding="utf-8").splitlines(keepends=True)
     events.log_path(home).write_text(lines[0] + lines[2], encoding="utf-8")
-    rc, r = cycle.run_cycle(home, HOLIDAY, base_env=env)
+    rc, r = cycle.run_cycle(home, HOLIDAY, command=KRX, base_env=env)
     # a CRITICAL risk never ends in exit 0: the steps ran, the result is BLOCKED (issue 11, finding 8)
     assert rc == 2 and (r["result"], r["reason"]) == ("BLOCKED", "EVENT_LOG_TAMPERED")
 

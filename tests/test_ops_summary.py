@@ -15,6 +15,7 @@ import pytest
 from common import atomic, calendar, events, switches
 from common.home import Home, init_home
 from common.log import TZ
+from faces import KRX
 from nas import cycle, summary
 
 NOW = dt.datetime(2024, 6, 28, 18, 30, tzinfo=TZ)  # after the close of Friday 2024-06-28
@@ -54,7 +55,7 @@ def _fill_store(home: Home, start: dt.date, end: dt.date) -> None:
 
 
 def _krx(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "common.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "faces.cli", *args], env=env, capture_output=True, text=True,
                           timeout=60, cwd=env["KRX_HOME"])
 
 
@@ -87,19 +88,20 @@ def test_emergency_stop_and_unreadable_state(home: Home, env: dict[str, str]) ->
 
 
 def test_last_run_failed_and_blocked(home: Home, env: dict[str, str]) -> None:
-    rc, _ = cycle.run_cycle(home, DAY, base_env={**env, "KRX__APP__SOURCE": "pykrx"})  # no KRX_ID: preflight fails
+    # no KRX_ID: the preflight fails
+    rc, _ = cycle.run_cycle(home, DAY, command=KRX, base_env={**env, "KRX__APP__SOURCE": "pykrx"})
     assert rc == 2  # the runbook: a failed preflight is BLOCKED (PREFLIGHT_FAIL)
     risk = _codes(home, env)["LAST_RUN_BLOCKED"]
     assert "PREFLIGHT_FAIL" in risk["message"] and risk["evidence_refs"][0].startswith("reports/ops/daily/snapshots/")
     (home.data / "eod").mkdir(parents=True, exist_ok=True)
     (home.data / "eod" / "manifest.json").write_text("{broken", encoding="utf-8")  # ingest cannot read its store
-    assert cycle.run_cycle(home, DAY, base_env=env)[0] == 3
+    assert cycle.run_cycle(home, DAY, command=KRX, base_env=env)[0] == 3
     risk = _codes(home, env)["LAST_RUN_FAILED"]
     assert "STEP_FAILED:ingest" in risk["message"] and risk["evidence_refs"][0].startswith("reports/ops/daily/")
     assert summary.build(home, NOW, env=env)["overall_status"] == "WARN"
     (home.data / "eod" / "manifest.json").unlink()
     switches.set_emergency_stop(home, True, "x")
-    assert cycle.run_cycle(home, DAY, base_env=env)[0] == 2
+    assert cycle.run_cycle(home, DAY, command=KRX, base_env=env)[0] == 2
     switches.set_emergency_stop(home, False, "y")
     codes = _codes(home, env)
     assert "LAST_RUN_BLOCKED" in codes and "LAST_RUN_FAILED" not in codes

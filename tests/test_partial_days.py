@@ -191,7 +191,7 @@ def test_krx_ingest_source_naver_works_on_its_own(krx: FakeKrx, home: Home, caps
                                                   in_process_cli: None) -> None:
     """`krx ingest --source naver --tickers ...` through the CLI's own entry point (in-process, so `responses`
     answers Naver): partial days for the given tickers, never over a whole day."""
-    from common.cli import main
+    from faces.cli import main
 
     assert main(["ingest", "--source", "naver", "--tickers", "005930", "--date", "2024-01-03"]) == 0
     store = EodStore.for_home(home)

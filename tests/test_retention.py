@@ -148,7 +148,7 @@ def test_an_archive_that_cannot_be_written_removes_nothing(home: Home) -> None:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KRX__", "SLACK_"))}
     env["KRX_HOME"] = str(home.root)
-    r = subprocess.run([sys.executable, "-m", "common.cli", "retention", "pack"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "faces.cli", "retention", "pack"], capture_output=True, text=True,
                        env=env, cwd=home.root, preexec_fn=limit, timeout=60)
     assert r.returncode == 3, r.stderr
     assert "[RETENTION_FAILED]" in r.stderr and "File too large" in r.stderr and "nothing removed" in r.stderr

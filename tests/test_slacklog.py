@@ -16,8 +16,9 @@ from slack_server import SlackServer, unused_port
 
 from common import log as krxlog
 from common import slack
-from common.home import init_home
-from common.slacklog import SlackErrorHandler, send_verbose_log_to_slack
+from common.home import Home, init_home
+from common.slacklog import SlackErrorHandler
+from faces.cli import attach_error_log
 
 TOKEN = "xoxb-1111111111-2222222222222-TESTtokenSECRETvalue"
 REPO = Path(__file__).resolve().parent.parent
@@ -174,14 +175,19 @@ def test_own_and_http_stack_records_are_filtered(env: SlackServer) -> None:
 
 def test_attached_only_when_configured(env: SlackServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KRX__NOTIFY__ERROR_LOG_TO_SLACK", "false")
-    assert send_verbose_log_to_slack(None, "scan") is None
+    home = Home.from_env()
+    attach_error_log(home, "scan")
+    assert krxlog.error_sinks() == []
     monkeypatch.delenv("KRX__NOTIFY__ERROR_LOG_TO_SLACK")
     monkeypatch.delenv("SLACK_BOT_TOKEN")
-    assert send_verbose_log_to_slack(None, "scan") is None
+    attach_error_log(home, "scan")
+    assert krxlog.error_sinks() == []
     monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
     monkeypatch.setenv("KRX__NOTIFY__DELIVERY_POLICY", "CONSOLE_ONLY")  # independent of the alert policy
-    first = send_verbose_log_to_slack(None, "scan")
-    assert first is not None and send_verbose_log_to_slack(None, "alert") is first and first.job == "alert"
+    attach_error_log(home, "scan")
+    first = krxlog.error_sinks()[0]
+    attach_error_log(home, "alert")
+    assert isinstance(first, SlackErrorHandler) and first.job == "alert"
     assert krxlog.error_sinks() == [first]
     first.close()
     assert krxlog.error_sinks() == []
@@ -191,7 +197,9 @@ _JOB = """
 import sys
 from common import log
 from common.home import Home
+from faces.cli import attach_error_log
 log.setup_logging("demo", Home.from_env())
+attach_error_log(Home.from_env(), "demo")
 lg = log.get("demo")
 lg.info("working")
 lg.error("disk full on %s", "/volume1")
@@ -235,8 +243,8 @@ def test_the_emergency_stop_silences_the_error_log(env: SlackServer, monkeypatch
 
     home = Home.from_env()
     switches.set_emergency_stop(home, True, "test: nothing leaves the machine")
-    handler = send_verbose_log_to_slack(home, "scan")
-    assert handler is not None
+    attach_error_log(home, "scan")
+    handler = krxlog.error_sinks()[0]
     logging.getLogger("krx.scan").error("disk on fire")
     assert _wait(lambda: handler.stats()["suppressed"] == 1)
     (home.state / "emergency_stop.json").write_text("{garbage")  # unreadable: stopped, still silent

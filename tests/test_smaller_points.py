@@ -55,7 +55,7 @@ def test_sigterm_while_the_worker_is_still_importing_exits_0(home: Home, tmp_pat
     mark = tmp_path / "mark"
     env = {**os.environ, "KRX_HOME": str(home.root), "KRX_TEST_MARK": str(mark),
            "PYTHONPATH": f"{hook}{os.pathsep}{Path(__file__).resolve().parent.parent}"}
-    proc = subprocess.Popen([sys.executable, "-m", "common.cli", "worker", "--once"], env=env, cwd=home.root,
+    proc = subprocess.Popen([sys.executable, "-m", "faces.cli", "worker", "--once"], env=env, cwd=home.root,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     while not mark.exists() and proc.poll() is None:
         time.sleep(0.01)

@@ -187,7 +187,7 @@ def run_streaming(home: Home, args: list[str], env: dict, on_line) -> tuple[int,
     """Run the CLI and hand each stderr line to on_line as it arrives (the test reacts to the real failure)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("KRX__", "SLACK_"))}
     full_env.update({"KRX_HOME": str(home.root), **env})
-    proc = subprocess.Popen([sys.executable, "-m", "common.cli", *args], stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "faces.cli", *args], stderr=subprocess.PIPE, text=True,
                             stdout=subprocess.DEVNULL, env=full_env, cwd=home.root)
     lines = []
     assert proc.stderr is not None
@@ -237,7 +237,7 @@ def test_an_interrupted_transfer_never_shows_half_a_result(home: Home, tmp_path:
     nas.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KRX__", "SLACK_"))}
     env["KRX_HOME"] = str(home.root)
-    proc = subprocess.Popen([sys.executable, "-m", "common.cli", "sync", "push", "--remote", str(nas),
+    proc = subprocess.Popen([sys.executable, "-m", "faces.cli", "sync", "push", "--remote", str(nas),
                              "--bwlimit", "1000"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # its own process group: rsync dies with it
     staging = nas / "reports" / sync.staging_name()

@@ -24,7 +24,7 @@ LAW = {2023: 20.0, 2024: 18.0, 2025: 15.0, 2026: 20.0}
 def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     h, _ = init_home(tmp_path_factory.mktemp("tax") / "home")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KRX__", "SLACK_"))}
-    proc = subprocess.run([sys.executable, "-m", "common.cli", "ingest", "--start", "2022-03-02", "--end",
+    proc = subprocess.run([sys.executable, "-m", "faces.cli", "ingest", "--start", "2022-03-02", "--end",
                            "2026-06-30", "--tickers", "120"], env={**env, "KRX_HOME": str(h.root)}, cwd=h.root,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr

@@ -300,7 +300,7 @@ def test_end_to_end_with_the_real_backtest(home: Home, q: Queue, workers: Worker
     """The default job (pc.backtest:run_request) on a sample-market store: a running worker, the cron one-shot
     `python -m pc.backtest run`, and a request with no data, which fails with the backtest's message."""
     pytest.importorskip("pc.backtest", reason="pc/backtest.py (the backtest issue) is not in the tree yet")
-    ingest = subprocess.run([sys.executable, "-m", "common.cli", "ingest", "--source", "sample", "--start",
+    ingest = subprocess.run([sys.executable, "-m", "faces.cli", "ingest", "--source", "sample", "--start",
                              "2023-01-02", "--end", "2023-06-30", "--tickers", "30"], cwd=home.root,
                             env=workers.env(), capture_output=True, text=True, timeout=120)
     assert ingest.returncode == 0, ingest.stderr

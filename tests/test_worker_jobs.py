@@ -124,7 +124,7 @@ def make_request(home: Home, n: int, **changes) -> dict:
 
 
 class Workers:
-    """Worker processes started by one test: `python -m common.cli worker --job test_worker_jobs:<job> ...`,
+    """Worker processes started by one test: `python -m faces.cli worker --job test_worker_jobs:<job> ...`,
     stderr to <home>/<name>.err; all of them are killed at the end of the test."""
 
     def __init__(self, home: Home):
@@ -142,7 +142,7 @@ class Workers:
               env: dict | None = None) -> subprocess.Popen:
         self.count += 1
         name = name or f"w{self.count}"
-        cmd = [sys.executable, "-m", "common.cli", "worker", *args]
+        cmd = [sys.executable, "-m", "faces.cli", "worker", *args]
         if job:
             cmd += ["--job", f"test_worker_jobs:{job}"]
         err = open(self.home.root / f"{name}.err", "ab")  # the child writes to it; our copy closes below

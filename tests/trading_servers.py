@@ -61,7 +61,7 @@ class ProcessServer:
         self.url = f"http://127.0.0.1:{port}"
         full = {k: v for k, v in os.environ.items() if not k.startswith(("KRX__", "SLACK_", "EXECUTION_", "KIS_"))}
         full.update(env)
-        self.proc = subprocess.Popen([sys.executable, "-m", "common.cli", *args], env=full, cwd=env["KRX_HOME"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "faces.cli", *args], env=full, cwd=env["KRX_HOME"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_listening(port, self.proc)
 

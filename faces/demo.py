@@ -20,6 +20,7 @@ import pandas as pd
 
 from common import calendar, config, strategy
 from common.home import Home
+from faces import KRX
 
 SYNC_DIR = "demo_sync"  # the demo's stand-in for the NAS share the results are pushed to
 # The demo holds KODEX 200 as a 20% core holding, to show HOLD_CORE; an environment override, as an operator would
@@ -36,7 +37,7 @@ def _step(title: str, *args: str, home: Home, ok: tuple[int, ...] = (0,)) -> int
     started = time.monotonic()
     env = {**os.environ, **DEMO_ENV, "KRX_HOME": str(home.root)}
     home.root.mkdir(parents=True, exist_ok=True)
-    rc = subprocess.run([sys.executable, "-m", "common.cli", *args], env=env, cwd=home.root).returncode
+    rc = subprocess.run([*KRX, *args], env=env, cwd=home.root).returncode
     print(f"-> rc={rc} in {time.monotonic() - started:.1f}s", flush=True)
     if rc not in ok:
         raise SystemExit(f"demo: `krx {' '.join(args)}` failed with rc={rc}; see the lines above and logs/")
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m faces.demo", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args())
 

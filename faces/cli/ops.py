@@ -31,9 +31,10 @@ import os
 import sys
 
 from common import events, locks, log, operators, switches, window
-from common.cli import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK, parse_date
-from common.errors import OpsError
+from common.args import parse_date
+from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK, OpsError
 from common.home import Home
+from faces import KRX
 
 _log = log.get("ops")
 
@@ -271,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
         log.setup_logging("ops", home)
         try:  # the cron cycle and one started by hand never run at once (the wrapper's `--lock daily`)
             with locks.job_lock(home, "daily", wait_s=0):
-                rc, receipt = cycle.run_cycle(home, args.date)
+                rc, receipt = cycle.run_cycle(home, args.date, command=KRX)
         except locks.LockBusy:
             log.event(_log, "OPS_CYCLE_LOCKED", f"another ops cycle is running ({locks.job_lock_path(home, 'daily')}"
                       "); this one did nothing", rc=EXIT_BLOCKED, level=logging.WARNING)

@@ -11,8 +11,7 @@ import argparse
 import os
 import sys
 
-from common.cli import EXIT_FAILED, EXIT_OK
-from common.errors import OpsError
+from common.errors import EXIT_FAILED, EXIT_OK, OpsError
 from common.home import Home
 
 

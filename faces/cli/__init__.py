@@ -1,24 +1,24 @@
-"""`krx`: one console script, one subcommand per job. Each subcommand lives in the module named in COMMANDS,
-which provides `add_arguments(parser)` and `run(args) -> int` (exit codes: 0 done, 2 blocked, 3 failed)."""
+"""`krx`: one console script, one subcommand per job (the face above common/, nas/ and pc/; no core module
+imports it). Each subcommand lives in the module named in COMMANDS, which provides `add_arguments(parser)` and
+`run(args) -> int` (exit codes of common.errors: 0 done, 2 blocked, 3 failed). The Slack ERROR log is attached
+here, once per process, with the notify settings and the emergency stop as its handles."""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib
 import signal
 import sys
-from typing import NoReturn
 
 from common import config
+from common.args import Parser, parse_date
+from common.errors import EXIT_FAILED, EXIT_OK
 from common.home import Home, init_home
-
-EXIT_OK, EXIT_BLOCKED, EXIT_FAILED = 0, 2, 3
 
 # subcommand -> (module, one-line help). Modules import lazily so `krx calendar` never loads pandas' panels.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "init": ("common.cli", "create a home: default configs and empty folders"),
-    "calendar": ("common.cli", "print KRX trading days, or the next one"),
+    "init": ("faces.cli", "create a home: default configs and empty folders"),
+    "calendar": ("faces.cli", "print KRX trading days, or the next one"),
     "ingest": ("nas.ingest", "fetch end-of-day prices into the store"),
     "scan": ("nas.scan", "scan the market for the strategy's picks"),
     "alert": ("nas.alert", "render and deliver the day's alert"),
@@ -27,10 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("pc.worker", "watch the queue and run backtest requests"),
     "sync": ("nas.sync", "bring results home with rsync or git"),
     "retention": ("nas.retention", "archive old reports and data; back up the home"),
-    "ops": ("nas.ops", "safety switches, event log, daily cycle, risk summary"),
-    "trade": ("nas.trade", "trading, Phase 0: proposals, approval, execution server, mock broker"),
-    "serve": ("nas.serve", "the approval side's HTTP face: the proposals API and page"),
-    "demo": ("common.demo", "run the whole day on the embedded sample market"),
+    "ops": ("faces.cli.ops", "safety switches, event log, daily cycle, risk summary"),
+    "trade": ("faces.cli.trade", "trading, Phase 0: proposals, approval, execution server, mock broker"),
+    "serve": ("faces.cli.serve", "the approval side's HTTP face: the proposals API and page"),
+    "demo": ("faces.demo", "run the whole day on the embedded sample market"),
 }
 
 
@@ -65,28 +65,12 @@ def load_env_file(home: Home) -> str | None:
     return None
 
 
-def parse_date(text: str) -> dt.date:
-    """argparse type for dates: YYYY-MM-DD or YYYYMMDD."""
-    try:
-        return dt.date.fromisoformat(text) if "-" in text else dt.datetime.strptime(text, "%Y%m%d").date()
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
-
-
 def _handlers(name: str):
     """(add_arguments, run) of a subcommand."""
-    if COMMANDS[name][0] == "common.cli":  # also when run as `python -m common.cli`
+    if COMMANDS[name][0] == "faces.cli":  # init and calendar live below
         return globals()[f"add_{name}_arguments"], globals()[f"run_{name}"]
     module = importlib.import_module(COMMANDS[name][0])
     return module.add_arguments, module.run
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse exits 2 on a usage error, which here means "blocked by a safety check": a usage error is a failure."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_FAILED, f"{self.prog}: error: {message}\n")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -97,6 +81,24 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if only in (None, name):  # only the chosen command's module is imported
             _handlers(name)[0](p)
     return parser
+
+
+def attach_error_log(home: Home, job: str) -> None:
+    """The Slack ERROR log of this process, when notify.yaml and a token or webhook say so, with the emergency
+    stop as its handle (unreadable means stopped). Telemetry never stops a job: a failure is one warning line."""
+    from common import slack, slacklog, switches
+
+    if not slack.configured():  # checked first: without credentials no config is read at all
+        return
+
+    def stopped() -> bool:
+        stop = switches.emergency_stop(home)
+        return stop.on or not stop.readable
+
+    try:
+        slacklog.send_verbose_log_to_slack(config.load("notify", home), job, stopped)
+    except Exception as exc:  # noqa: BLE001 - a bad notify.yaml fails the job that reads it, not this
+        print(f"krx {job}: warning: Slack ERROR log not attached: {exc}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     from common import switches
 
     switches.enforce_mock_only(home)  # MOCK_ONLY: no external channel for this job or its children
+    attach_error_log(home, args.command)
     try:
         return int(_handlers(args.command)[1](args) or 0)
     except config.ConfigError as exc:
@@ -177,6 +180,3 @@ def run_calendar(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     return EXIT_OK
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,8 +23,8 @@ import os
 import sys
 
 from common import operators
-from common.cli import EXIT_FAILED, EXIT_OK, parse_date
-from common.errors import OpsError
+from common.args import parse_date
+from common.errors import EXIT_FAILED, EXIT_OK, OpsError
 from common.home import Home
 from nas.trading import db
 
