@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from common.errors import AlertorError
+
 TRADE_COLUMNS = ["date", "ticker", "side", "shares", "price", "value", "commission", "tax", "slippage", "reason"]
 POSITION_COLUMNS = ["ticker", "shares", "entry_date", "entry_price", "close", "value"]
 DELISTED = "DELISTED"
@@ -28,7 +30,7 @@ ETF = "ETF"
 STATE_SCHEMA = "portfolio/2"
 
 
-class BookStateError(ValueError):
+class BookStateError(AlertorError, ValueError):
     """A saved book (the model portfolio) that cannot be read: names the field and what was expected."""
 
 

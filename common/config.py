@@ -19,13 +19,14 @@ from typing import Any
 import yaml
 
 from common import safeio
+from common.errors import AlertorError
 from common.home import DEFAULT_CONFIGS, Home
 
 ENV_PREFIX = "KRX__"
 MAX_CONFIG_BYTES = 1 << 20
 
 
-class ConfigError(ValueError):
+class ConfigError(AlertorError, ValueError):
     """A config value is wrong: names the file, the key path and what was expected."""
 
     def __init__(self, file: str | os.PathLike, key: str, expected: str, got: Any = None):

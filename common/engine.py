@@ -30,13 +30,14 @@ import pandas as pd
 
 from common import strategy
 from common.book import POSITION_COLUMNS, TRADE_COLUMNS, Book
+from common.errors import AlertorError
 from common.rules import STATES
 
 __all__ = ["POSITION_COLUMNS", "TRADE_COLUMNS", "EngineError", "EngineResult", "run"]
 _STATE_NAMES = np.array(STATES, dtype=object)
 
 
-class EngineError(ValueError):
+class EngineError(AlertorError, ValueError):
     """A run that would report a wrong number (equity not finite): names the day and the ticker."""
 
 

@@ -16,14 +16,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from common.errors import EXIT_BLOCKED, AlertorError
 from common.home import Home
 
 HELD_FD_ENV = "KRX_LOCK_FD"
 _POLL_S = 0.05
 
 
-class LockBusy(RuntimeError):
+class LockBusy(AlertorError, RuntimeError):
     """Another process held the lock for longer than we were willing to wait."""
+
+    exit_code = EXIT_BLOCKED  # another run holds the job: a normal outcome, not a failure
 
 
 def _open(path: Path) -> int:

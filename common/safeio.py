@@ -18,12 +18,14 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from common.errors import AlertorError
+
 MAX_STATE_BYTES = 1 << 20  # a switch, receipt or outbox is a few kB: 1 MB is generous and still bounded
 _FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
           | getattr(os, "O_CLOEXEC", 0))
 
 
-class UnsafeFile(ValueError):
+class UnsafeFile(AlertorError, ValueError):
     """Not something to read: `kind` is "symlink", "fifo", "directory", "device", "socket" or "too_large"."""
 
     def __init__(self, path: str | os.PathLike, kind: str, what: str):

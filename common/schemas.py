@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from common import config, safeio
+from common.errors import AlertorError
 from common.home import Home
 from common.log import now
 from common.queue import ID_RE, is_valid_id
@@ -45,7 +46,7 @@ _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TEXT_RE = re.compile(r"[^\x00-\x1f\x7f]{1,128}")  # printable one-liners: they end up in logs
 
 
-class RequestError(ValueError):
+class RequestError(AlertorError, ValueError):
     """A request that must not run. `code` is the error_code written to failed/<id>.error.json."""
 
     def __init__(self, code: str, message: str, *, file: str = "<request>", field: str | None = None):

@@ -27,6 +27,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from common import config
+from common.errors import AlertorError
 from common.log import now
 
 TOKEN_ENV = "SLACK_BOT_TOKEN"
@@ -71,7 +72,7 @@ def redact(text: Any, secrets: Iterable[str] = ()) -> str:
     return out
 
 
-class SlackSendError(RuntimeError):
+class SlackSendError(AlertorError, RuntimeError):
     """A message could not be delivered after slack-sdk's bounded retries. The text is already redacted."""
 
     def __init__(self, message: str, *, sent_ts: list[str] | None = None, status: int | None = None):

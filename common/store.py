@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common import atomic, locks, safeio
+from common.errors import AlertorError
 from common.home import Home
 
 # The normalized frame every source returns for one trading day.
@@ -52,7 +53,7 @@ MANIFEST_MAX_BYTES = 16 << 20  # ~15 bytes a day: centuries
 PANEL_FIELDS = ("open", "high", "low", "close", "volume", "value", "change_pct", "base", "market_cap", "halted")
 
 
-class StoreError(RuntimeError):
+class StoreError(AlertorError, RuntimeError):
     pass
 
 

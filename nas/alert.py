@@ -25,7 +25,7 @@ from typing import Any
 
 from common import atomic, config, events, locks, safeio, slack, switches
 from common.args import parse_date
-from common.errors import EXIT_FAILED, EXIT_OK
+from common.errors import EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import Home
 from common.log import event, get, now, setup_logging
 
@@ -43,7 +43,7 @@ STATES = ("BUY", "HOLD", "HOLD_CORE", *SELL_STATES)
 SECTIONS = (("BUY", ("BUY",)), ("SELL", SELL_STATES), ("HOLD_CORE", ("HOLD_CORE",)), ("HOLD", ("HOLD",)))
 
 
-class ScanFileError(ValueError):
+class ScanFileError(AlertorError, ValueError):
     """The scan file is missing or malformed: names the file and the field."""
 
     def __init__(self, path: Path, field: str, expected: str):

@@ -7,6 +7,7 @@ back, and `--delete` never prunes archived history). Otherwise sync and retentio
 from __future__ import annotations
 
 from common import atomic, safeio
+from common.errors import AlertorError
 from common.home import Home
 from common.queue import is_valid_id
 
@@ -15,7 +16,7 @@ HEADER = ("# result ids `krx retention pack` archived (archive/done/): `krx sync
           "# One id per line; written only by retention (atomic replace).\n")
 
 
-class ArchivedIndexError(Exception):
+class ArchivedIndexError(AlertorError):
     """The index is damaged or unreadable: never read as "none archived"."""
 
 

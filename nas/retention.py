@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import atomic, config, log, retry
-from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK
+from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import Home
 from nas import archived, sync
 
@@ -93,7 +93,7 @@ NEVER = ("reports/pending", "reports/processing", "reports/failed", "data/eod") 
 # A fixed place in the home, not below archive_dir: `krx sync` reads the OTHER home's index too, and that home's
 # archive_dir is in its own config (maybe absolute, maybe overridden by its environment), which sync cannot see.
 # state/ is never packed, synced nor versioned, and `krx retention backup` keeps it with the rest of the home.
-class RetentionError(Exception):
+class RetentionError(AlertorError):
     pass
 
 

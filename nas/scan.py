@@ -19,7 +19,7 @@ import pandas as pd
 
 from common import atomic, book, calendar, config, engine, events, log, safeio, strategy
 from common.args import parse_date
-from common.errors import EXIT_FAILED, EXIT_OK
+from common.errors import EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import Home
 from common.store import EodStore, StoreError
 from nas import reasons
@@ -30,7 +30,7 @@ SHOWN = 15  # tickers named in one summary log line
 PANEL_FIELDS = ("close", "open", "base", "halted", "value")
 
 
-class ScanError(RuntimeError):
+class ScanError(AlertorError, RuntimeError):
     pass
 
 

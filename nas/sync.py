@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import atomic, config, log, retry
-from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK
+from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import Home
 from common.queue import is_valid_id
 from nas import archived
@@ -95,7 +95,7 @@ GIT_PERMANENT = re.compile(
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s]+@")  # up to the last @ before the host
 
 
-class SyncError(Exception):
+class SyncError(AlertorError):
     """A failure another try cannot fix (bad arguments, missing tools, a rejected push); the message says why."""
 
 

@@ -29,7 +29,7 @@ import yaml
 
 from common import calendar, config, log
 from common.args import Parser, parse_date
-from common.errors import EXIT_FAILED, EXIT_OK
+from common.errors import EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import DEFAULT_CONFIGS, Home
 from common.schemas import UNIVERSES, request_id
 from common.store import EodStore
@@ -45,7 +45,7 @@ MIN_REPORTED_ROWS = 60  # a default window shorter than this reports the whole s
 _log = log.get("backtest")
 
 
-class BacktestError(RuntimeError):
+class BacktestError(AlertorError, RuntimeError):
     """A backtest that cannot run as asked: the message says why and what to change."""
 
     permanent = True  # the worker does not try it again: a retry cannot change the answer

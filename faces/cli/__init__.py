@@ -12,7 +12,7 @@ import sys
 
 from common import config
 from common.args import Parser, parse_date
-from common.errors import EXIT_FAILED, EXIT_OK
+from common.errors import EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import Home, init_home
 
 # subcommand -> (module, one-line help). Modules import lazily so `krx calendar` never loads pandas' panels.
@@ -124,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     attach_error_log(home, args.command)
     try:
         return int(_handlers(args.command)[1](args) or 0)
-    except config.ConfigError as exc:
-        print(f"krx {args.command}: config error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except AlertorError as exc:  # the one place an error becomes an exit code
+        kind = "config error: " if isinstance(exc, config.ConfigError) else ""
+        print(f"krx {args.command}: {kind}{exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"krx {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -1,7 +1,8 @@
 """The HTTP faces (FastAPI on uvicorn): the execution server, the approval API and page, the mock KIS broker.
 
-They parse input, call the core and map its errors to HTTP statuses here, in one place: an OpsError's code picks
-the status (STATUS), any other REFUSED error is 403 and a FAILED one 500; anything unexpected is a 500 whose body
+They parse input, call the core and map its errors to HTTP statuses here, in one place: the code of the project's
+one error base (common.errors.AlertorError) picks the status (STATUS), any other REFUSED error is 403 and a FAILED
+one 500; anything unexpected is a 500 whose body
 names only its type, never a value (a token or a secret never reaches an answer).
 """
 
@@ -12,7 +13,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from common.errors import REFUSED, OpsError
+from common.errors import REFUSED, AlertorError
 
 STATUS = {
     "TOKEN_INVALID": 401, "OPERATOR_REQUIRED": 401, "UNKNOWN_OPERATOR": 401, "SERVICE_CREDENTIAL_INVALID": 401,
@@ -21,13 +22,13 @@ STATUS = {
 }
 
 
-def status_of(exc: OpsError) -> int:
+def status_of(exc: AlertorError) -> int:
     return STATUS.get(exc.code, 403 if exc.exit_code == REFUSED else 500)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(OpsError)
-    async def _ops_error(_request: Request, exc: OpsError) -> JSONResponse:
+    @app.exception_handler(AlertorError)
+    async def _project_error(_request: Request, exc: AlertorError) -> JSONResponse:
         return JSONResponse(status_code=status_of(exc), content={"code": exc.code, "message": exc.message})
 
     @app.exception_handler(Exception)

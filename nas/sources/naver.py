@@ -25,6 +25,7 @@ import pandas as pd
 import requests
 
 from common import log, retry
+from common.errors import AlertorError
 from common.store import COLUMNS
 
 _log = log.get("naver")
@@ -35,7 +36,7 @@ _FIELDS = ("date", "open", "high", "low", "close", "volume")
 _DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")  # expat reads no EUC-KR: parse the decoded text without it
 
 
-class NaverError(RuntimeError):
+class NaverError(AlertorError, RuntimeError):
     """Naver answered something that is not a usable daily chart (or the retries ran out)."""
 
 

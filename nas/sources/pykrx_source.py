@@ -46,6 +46,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from common import config, log, retry, statefile
+from common.errors import AlertorError
 from common.home import Home
 from common.store import COLUMNS
 
@@ -73,7 +74,7 @@ PASSWORD_FIX = ("log in at https://data.krx.co.kr with this id, change the passw
                 "one in KRX_PW (the home's .env) and run `krx ingest` again")
 
 
-class KrxError(RuntimeError):
+class KrxError(AlertorError, RuntimeError):
     """KRX or pykrx failed in a way another try will not fix (or the retries ran out)."""
 
 
