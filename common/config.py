@@ -105,6 +105,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "worker.lease_s": between(1, 86400),
         "worker.max_attempts": between(1, 100),
         "worker.concurrency": between(1, 64),
+        "sweep.workers": between(0, 1024),
         "sync.via": choice("rsync", "git"),
         "real_path.approval_ttl_hours": between(1, 168),
         "real_path.window_max_minutes": between(1, 120),
