@@ -283,6 +283,20 @@ def request_id(strategy: str, start: dt.date | str, end: dt.date | str, params: 
     return f"{safe}_{_iso(start).replace('-', '')}_{_iso(end).replace('-', '')}_{digest}"
 
 
+def new_sweep(strategy: str, start: dt.date | str, end: dt.date | str, grid: Mapping[str, list], *,
+              universe: str | list[str] = "ALL", requested_by: str | None = None, correlation_id: str | None = None,
+              created_at: dt.datetime | str | None = None, home: Home | None = None,
+              strategies: Mapping | None = None) -> dict:
+    """A backtest_sweep/1, valid by construction; its id (`sweep_...`) hashes the strategy, window, grid and
+    universe, so the same sweep queued twice runs once."""
+    request = {"schema": SWEEP_SCHEMA, "id": "sweep_" + request_id(strategy, start, end, {"grid": grid}, universe),
+               "created_at": (created_at or now()).isoformat() if not isinstance(created_at, str) else created_at,
+               "strategy": strategy, "grid": dict(grid), "universe": universe, "start": _iso(start),
+               "end": _iso(end), "requested_by": requested_by or (socket.gethostname() or "unknown")[:128],
+               "correlation_id": correlation_id}
+    return validate(request, home=home, strategies=strategies, file=f"{request['id']}.json")
+
+
 def new_request(strategy: str, start: dt.date | str, end: dt.date | str, *, params: Mapping | None = None,
                 universe: str | list[str] = "ALL", requested_by: str | None = None,
                 correlation_id: str | None = None, id: str | None = None,
