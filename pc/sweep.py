@@ -185,7 +185,8 @@ class Panel:
             for name, frame in rows.items():
                 has = frame.any() if name == "halted" else frame.notna().any()
                 seen = has if seen is None else seen | has
-            self._windows[first_row] = {name: frame.loc[:, seen.to_numpy()] for name, frame in rows.items()}
+            keep = seen.to_numpy()
+            self._windows[first_row] = rows if keep.all() else {n: f.loc[:, keep] for n, f in rows.items()}
         return self._windows[first_row]
 
 
