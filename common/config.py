@@ -174,6 +174,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "worker.max_request_bytes": between(1024, 1 << 30),
         "worker.stop_grace_s": between(0, 3600),
         "request.years": between(1, 50),
+        "sweep.workers": between(0, 1024),
         "sync.via": choice("rsync", "git"),
         "sync.io_timeout_s": between(1, 86_400),
         "sync.timeout_s": between(1, 86_400),

@@ -12,6 +12,10 @@ work (DESIGN section 7).
 - `universe` is a market name (UNIVERSES) or a list of 6-character tickers.
 - No other field is allowed: a request never chooses a path, a job or anything outside these fields.
 
+`backtest_sweep/1` (DESIGN section 12) has the same fields with `grid` in place of `params`: an object of
+parameter paths (dots nest: `filters.enabled`) to lists of values, e.g. `{"top_n": [5, 10], "lookbacks": [[21, 63,
+126], [63, 126, 252]]}`; at most MAX_SWEEP_RUNS combinations, each of which must pass the parameter checks.
+
 Every failure is a RequestError with one of the codes below and a message that names the file and the field.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -34,16 +39,20 @@ from common.log import now
 from common.queue import ID_RE, is_valid_id
 
 SCHEMA = "backtest_request/1"
+SWEEP_SCHEMA = "backtest_sweep/1"
+MAX_SWEEP_RUNS = 1024  # a grid is checked combination by combination before any work: bounded
 DEFAULT_MAX_BYTES = 1_048_576
 INVALID_JSON, INVALID_REQUEST, STRATEGY_NOT_ALLOWED, TOO_LARGE = (
     "INVALID_JSON", "INVALID_REQUEST", "STRATEGY_NOT_ALLOWED", "TOO_LARGE")
 REQUIRED = ("schema", "id", "created_at", "strategy", "params", "universe", "start", "end", "requested_by")
+SWEEP_REQUIRED = tuple("grid" if k == "params" else k for k in REQUIRED)
 OPTIONAL = ("correlation_id",)
 UNIVERSES = ("ALL", "KOSPI", "KOSDAQ", "KONEX")
 TICKER_RE = config.TICKER_RE
 MAX_TICKERS = 5000
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TEXT_RE = re.compile(r"[^\x00-\x1f\x7f]{1,128}")  # printable one-liners: they end up in logs
+_PARAM_RE = re.compile(r"[a-z_][a-z0-9_]{0,63}(\.[a-z_][a-z0-9_]{0,63}){0,3}")
 
 
 class RequestError(AlertorError, ValueError):
@@ -134,15 +143,18 @@ def validate(request: Any, *, stem: str | None = None, home: Home | None = None,
     correlation_id filled in (None when absent)."""
     if not isinstance(request, Mapping):
         raise _err(INVALID_REQUEST, file, None, f"expected a JSON object, got {type(request).__name__}")
-    unknown = sorted(str(k) for k in request if k not in REQUIRED and k not in OPTIONAL)
+    sweep = request.get("schema") == SWEEP_SCHEMA
+    required = SWEEP_REQUIRED if sweep else REQUIRED
+    unknown = sorted(str(k) for k in request if k not in required and k not in OPTIONAL)
     if unknown:
-        raise _err(INVALID_REQUEST, file, unknown[0], "unknown field (allowed: " + ", ".join(REQUIRED + OPTIONAL) + ")")
-    missing = [k for k in REQUIRED if k not in request]
+        raise _err(INVALID_REQUEST, file, unknown[0], "unknown field (allowed: " + ", ".join(required + OPTIONAL) + ")")
+    missing = [k for k in required if k not in request]
     if missing:
         raise _err(INVALID_REQUEST, file, missing[0], "missing field" + (
             f" (also missing: {', '.join(missing[1:])})" if missing[1:] else ""))
-    if request["schema"] != SCHEMA:
-        raise _err(INVALID_REQUEST, file, "schema", f"expected {SCHEMA!r}, got {request['schema']!r:.80}")
+    if request["schema"] != SCHEMA and not sweep:
+        raise _err(INVALID_REQUEST, file, "schema", f"expected {SCHEMA!r} or {SWEEP_SCHEMA!r}, got "
+                   f"{request['schema']!r:.80}")
     request_id = request["id"]
     if not is_valid_id(request_id):
         raise _err(INVALID_REQUEST, file, "id", f"expected a file-name-safe id matching {ID_RE.pattern} (not "
@@ -170,19 +182,67 @@ def validate(request: Any, *, stem: str | None = None, home: Home | None = None,
     if strategy not in allowed or strategy not in strategies.get("strategies", {}):
         raise _err(STRATEGY_NOT_ALLOWED, file, "strategy", f"{strategy!r:.80} is not in the allowlist of "
                    f"configs/strategies.yaml ({', '.join(allowed) or 'empty'})")
-    params = request["params"]
-    if not isinstance(params, Mapping):
-        raise _err(INVALID_REQUEST, file, "params", f"expected an object of parameter overrides, got "
-                   f"{type(params).__name__}")
-    try:
-        config.check_strategy_params(params, strategies["strategies"][strategy], source=file, tickers=True)
-    except config.ConfigError as exc:
-        prefix = f"{exc.file}: {exc.key or '<top>'}: "
-        what = str(exc)[len(prefix):] if str(exc).startswith(prefix) else f"expected {exc.expected}"
-        raise _err(INVALID_REQUEST, file, f"params.{exc.key}" if exc.key else "params", what[:300]) from None
+    base = strategies["strategies"][strategy]
+    if sweep:
+        for values, overrides in grid_runs(request["grid"], file=file):
+            _check_params(overrides, base, file, "grid", values)
+    else:
+        params = request["params"]
+        if not isinstance(params, Mapping):
+            raise _err(INVALID_REQUEST, file, "params", f"expected an object of parameter overrides, got "
+                       f"{type(params).__name__}")
+        _check_params(params, base, file, "params")
     out = dict(request)
     out.setdefault("correlation_id", None)
     return out
+
+
+def _check_params(params: Mapping, base: Mapping, file: str, field: str, combo: Mapping | None = None) -> None:
+    try:
+        config.check_strategy_params(params, base, source=file, tickers=True)
+    except config.ConfigError as exc:
+        prefix = f"{exc.file}: {exc.key or '<top>'}: "
+        what = str(exc)[len(prefix):] if str(exc).startswith(prefix) else f"expected {exc.expected}"
+        if combo is not None:
+            what += " (in the combination " + ", ".join(f"{k}={json.dumps(v)}" for k, v in combo.items()) + ")"
+        raise _err(INVALID_REQUEST, file, f"{field}.{exc.key}" if exc.key else field, what[:300]) from None
+
+
+def grid_runs(grid: Any, *, file: str = "<request>") -> list[tuple[dict, dict]]:
+    """A sweep's grid -> its runs in order, each (values: parameter path -> value, overrides: the nested
+    parameter overrides `--set` would give). RequestError for a grid that is not an object of parameter paths
+    to non-empty lists, overlapping paths (`filters` and `filters.enabled`) or more than MAX_SWEEP_RUNS runs."""
+    if not isinstance(grid, Mapping) or not grid:
+        raise _err(INVALID_REQUEST, file, "grid", f"expected an object of parameter paths to lists of values, got "
+                   f"{type(grid).__name__ if not isinstance(grid, Mapping) else 'an empty object'}")
+    total = 1
+    for key, values in grid.items():
+        if not isinstance(key, str) or not _PARAM_RE.fullmatch(key):
+            raise _err(INVALID_REQUEST, file, "grid", f"expected parameter paths like top_n or filters.enabled, got "
+                       f"{key!r:.80}")
+        if not isinstance(values, list) or not values:
+            raise _err(INVALID_REQUEST, file, f"grid.{key}", f"expected a non-empty list of values, got "
+                       f"{type(values).__name__}")
+        total *= len(values)
+        if total > MAX_SWEEP_RUNS:
+            raise _err(INVALID_REQUEST, file, "grid", f"more than {MAX_SWEEP_RUNS} combinations")
+    keys = list(grid)
+    for a in keys:
+        for b in keys:
+            if a != b and b.startswith(a + "."):
+                raise _err(INVALID_REQUEST, file, f"grid.{b}", f"overlaps grid.{a}: give one or the other")
+    runs = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = dict(zip(keys, combo, strict=True))
+        overrides: dict = {}
+        for key, value in values.items():
+            node = overrides
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        runs.append((values, overrides))
+    return runs
 
 
 def load(path: str | os.PathLike, *, stem: str | None = None, home: Home | None = None,
@@ -210,6 +270,20 @@ def request_id(strategy: str, start: dt.date | str, end: dt.date | str, params: 
                                        sort_keys=True, default=str).encode()).hexdigest()[:8]
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", strategy)[:80] or "request"
     return f"{safe}_{_iso(start).replace('-', '')}_{_iso(end).replace('-', '')}_{digest}"
+
+
+def new_sweep(strategy: str, start: dt.date | str, end: dt.date | str, grid: Mapping[str, list], *,
+              universe: str | list[str] = "ALL", requested_by: str | None = None, correlation_id: str | None = None,
+              created_at: dt.datetime | str | None = None, home: Home | None = None,
+              strategies: Mapping | None = None) -> dict:
+    """A backtest_sweep/1, valid by construction; its id (`sweep_...`) hashes the strategy, window, grid and
+    universe, so the same sweep queued twice runs once."""
+    request = {"schema": SWEEP_SCHEMA, "id": "sweep_" + request_id(strategy, start, end, {"grid": grid}, universe),
+               "created_at": (created_at or now()).isoformat() if not isinstance(created_at, str) else created_at,
+               "strategy": strategy, "grid": dict(grid), "universe": universe, "start": _iso(start),
+               "end": _iso(end), "requested_by": requested_by or (socket.gethostname() or "unknown")[:128],
+               "correlation_id": correlation_id}
+    return validate(request, home=home, strategies=strategies, file=f"{request['id']}.json")
 
 
 def new_request(strategy: str, start: dt.date | str, end: dt.date | str, *, params: Mapping | None = None,

@@ -21,6 +21,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from common import calendar, config, log
 from common.args import Parser, parse_date
 from common.errors import EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import DEFAULT_CONFIGS, Home
-from common.schemas import UNIVERSES, request_id
+from common.schemas import SWEEP_SCHEMA, UNIVERSES, request_id
 from common.store import EodStore
 from common.strategy import warmup_rows
 from pc import metrics as mx
@@ -181,10 +182,52 @@ def _markets(tickers: pd.DataFrame, columns: pd.Index) -> pd.Series:
     return tickers["market"].reindex(columns).fillna("").rename("market")
 
 
+@dataclass
+class Outcome:
+    """One engine run on loaded panels and its metrics over the reported rows."""
+
+    panels: dict[str, pd.DataFrame]  # restricted to the universe
+    run: Any                         # the engine's result
+    equity: pd.Series                # the reported rows
+    benchmark: pd.Series | None      # the benchmark's closes, when it is in the panel
+    metrics: dict
+
+
+def simulate(panels: dict[str, pd.DataFrame], tickers: pd.DataFrame, params: Mapping[str, Any], *, universe: Any,
+             first_day: dt.date, sessions: pd.DatetimeIndex, partial: Any = None,
+             progress: Callable[..., None] | None = None) -> Outcome:
+    """The backtest proper on panels already loaded (warm-up rows first): `run_request` and every run of a sweep
+    call this, so a sweep's row is exactly the single backtest of its parameters. `partial`: the store's partial
+    days (per row of the panels; no new buys on them)."""
+    keep = {params["benchmark"], *(h["ticker"] for h in params["core_holdings"])}
+    if params["regime"]["enabled"]:
+        keep.add(params["regime"]["ticker"])
+    panels = _universe(panels, tickers, universe, keep)
+    from common import engine  # here, so a refused request is refused before the engine's imports
+
+    # rows before the window only warm the indicators up: the book starts in cash on the window's first day
+    reported = pd.Timestamp(first_day)
+    run = engine.run(panels, params, markets=_markets(tickers, panels["close"].columns), start=reported,
+                     sessions=sessions, progress=progress, partial=partial)
+    equity = run.equity.loc[reported:]
+    if equity.empty:
+        raise BacktestError(f"no data in range from {first_day}: the engine returned no rows")
+    bench_ticker = params["benchmark"]
+    bench = panels["close"][bench_ticker] if bench_ticker in panels["close"] else None
+    m = mx.compute(equity, exposure=run.exposure, trades=run.trades, benchmark=bench,
+                   benchmark_ticker=bench_ticker, initial=params["initial_cash"])
+    return Outcome(panels, run, equity, bench, m)
+
+
 def run_request(request: Mapping[str, Any], out_dir: Path, home: Home,
                 progress: Callable[..., None] | None = None) -> dict:
     """Run a validated backtest_request/1 on the home's store and write its four files into `out_dir`; returns
-    the backtest_result/1 written. BacktestError: unknown strategy, no data in range, a bad parameter."""
+    the backtest_result/1 written (a backtest_sweep/1 runs its grid: pc.sweep). BacktestError: unknown
+    strategy, no data in range, a bad parameter."""
+    if request.get("schema") == SWEEP_SCHEMA:
+        from pc import sweep
+
+        return sweep.run_request(request, out_dir, home, progress=progress)
     t0 = time.monotonic()
     strategy = request["strategy"]
     request_id = str(request.get("id") or "backtest")
@@ -196,29 +239,14 @@ def run_request(request: Mapping[str, Any], out_dir: Path, home: Home,
 
     store.require_days(first_row, last_day)  # StoreError naming the days a lost year file took, and the repair
     panels = store.load_panel(PANEL_FIELDS, first_row, last_day)
-    tickers = store.tickers()
-    keep = {params["benchmark"], *(h["ticker"] for h in params["core_holdings"])}
-    if params["regime"]["enabled"]:
-        keep.add(params["regime"]["ticker"])
-    panels = _universe(panels, tickers, request.get("universe", "ALL"), keep)
     if progress is not None:
         progress()
-    from common import engine  # here, so a refused request is refused before the engine's imports
-
-    # rows before the window only warm the indicators up: the book starts in cash on the window's first day
+    out = simulate(panels, store.tickers(), params, universe=request.get("universe", "ALL"), first_day=first_day,
+                   sessions=calendar.load(home).index, partial=store.partial_flags(panels["close"].index),
+                   progress=progress)
+    panels, run, equity, bench, m = out.panels, out.run, out.equity, out.benchmark, out.metrics
     reported = pd.Timestamp(first_day)
-    run = engine.run(panels, params, markets=_markets(tickers, panels["close"].columns), start=reported,
-                     sessions=calendar.load(home).index, progress=progress,
-                     partial=store.partial_flags(panels["close"].index))
-
-    equity = run.equity.loc[reported:]
-    if equity.empty:
-        raise BacktestError(f"no data in range {first_day} to {last_day}: the engine returned no rows")
     trades = run.trades
-    bench_ticker = params["benchmark"]
-    bench = panels["close"][bench_ticker] if bench_ticker in panels["close"] else None
-    m = mx.compute(equity, exposure=run.exposure, trades=trades, benchmark=bench,
-                   benchmark_ticker=bench_ticker, initial=params["initial_cash"])
     if progress is not None:
         progress()
     data = {

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "alert": ("nas.alert", "render and deliver the day's alert"),
     "request": ("nas.request", "queue a backtest request for the PC worker"),
     "backtest": ("pc.backtest", "run one backtest on the store"),
+    "sweep": ("pc.sweep", "run a grid of backtests on Dask: every combination of the parameters"),
     "worker": ("pc.worker", "watch the queue and run backtest requests"),
     "sync": ("nas.sync", "bring results home with rsync or git"),
     "retention": ("nas.retention", "archive old reports and data; back up the home"),
