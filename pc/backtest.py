@@ -32,7 +32,7 @@ from common import calendar, config, log
 from common.args import Parser, parse_date
 from common.errors import EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import DEFAULT_CONFIGS, Home
-from common.schemas import SWEEP_SCHEMA, UNIVERSES, request_id
+from common.schemas import UNIVERSES, request_id
 from common.store import EodStore
 from common.strategy import warmup_rows
 from pc import metrics as mx
@@ -222,12 +222,7 @@ def simulate(panels: dict[str, pd.DataFrame], tickers: pd.DataFrame, params: Map
 def run_request(request: Mapping[str, Any], out_dir: Path, home: Home,
                 progress: Callable[..., None] | None = None) -> dict:
     """Run a validated backtest_request/1 on the home's store and write its four files into `out_dir`; returns
-    the backtest_result/1 written (a backtest_sweep/1 runs its grid: pc.sweep). BacktestError: unknown
-    strategy, no data in range, a bad parameter."""
-    if request.get("schema") == SWEEP_SCHEMA:
-        from pc import sweep
-
-        return sweep.run_request(request, out_dir, home, progress=progress)
+    the backtest_result/1 written. BacktestError: unknown strategy, no data in range, a bad parameter."""
     t0 = time.monotonic()
     strategy = request["strategy"]
     request_id = str(request.get("id") or "backtest")

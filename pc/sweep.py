@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from common.cli import EXIT_FAILED, EXIT_OK, parse_date
 
 from common import atomic, calendar, config, log, schemas
+from common.args import parse_date
+from common.errors import EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.store import EodStore
 from common.strategy import warmup_rows

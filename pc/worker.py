@@ -39,7 +39,7 @@ from common.errors import EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.queue import Claim, Entry, Queue, new_owner
 
-DEFAULT_JOB = "pc.backtest:run_request"
+DEFAULT_JOB = "pc.jobs:run"
 RESULT_FILE = "result.json"
 
 _log = log.get("worker")

@@ -96,7 +96,7 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_runs(market: Home, de
     runs = out / sweep.RUNS_FILE
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KRX__", "SLACK_"))}
     env["KRX_HOME"] = str(market.root)
-    cmd = [sys.executable, "-m", "common.cli", "sweep", *GRID, "--start", START, "--end", END, "--workers", "1",
+    cmd = [sys.executable, "-m", "faces.cli", "sweep", *GRID, "--start", START, "--end", END, "--workers", "1",
            "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, cwd=market.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # its own process group: the cluster's processes die with it
