@@ -417,7 +417,7 @@ def check_strategy_params(params: Mapping, base: Mapping, source: str = "<params
     return merged
 
 
-# Every secret the project reads; redaction (common.slack.redact) hides the values of all of them.
+# Every secret the project reads; redaction (common.redact) hides the values of all of them.
 SECRET_NAMES = ("KRX_ID", "KRX_PW", "SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL", "EXECUTION_JWT_SECRET",
                 "EXECUTION_SERVICE_CREDENTIAL", "KIS_APP_KEY", "KIS_APP_SECRET")
 

@@ -16,12 +16,13 @@ import datetime as dt
 import getpass
 import hashlib
 import json
+import logging
 import os
 import socket
 from pathlib import Path
 from typing import Any
 
-from common import anchor, locks, safeio
+from common import anchor, locks, log, safeio
 from common.home import Home
 from common.log import now
 
@@ -30,6 +31,7 @@ HEAD_NAME = anchor.HEAD_NAME
 LOCK_NAME = ".events.lock"
 GENESIS = "0" * 64
 MAX_LOG_BYTES = 256 << 20  # ~300 bytes an event, a few hundred events a day: decades of room
+_log = log.get("events")
 RESERVED = ("seq", "ts", "event", "by", "correlation_id", "prev_hash", "hash", "mac")
 
 
@@ -102,6 +104,19 @@ def _last_link(last: bytes) -> tuple[int, str]:
     except (ValueError, KeyError, TypeError):
         # verify() reports the damaged line; chaining to its raw bytes keeps every later line verifiable
         return -1, hashlib.sha256(last).hexdigest()
+
+
+def append_quietly(home: Home | str | os.PathLike, event: str, *, correlation_id: str | None = None,
+                   level: int = logging.WARNING, **fields: Any) -> str | None:
+    """Append one event where the log is evidence, not a dependency (a job whose work is done, a worker on a share
+    without the NAS's state): a failure is one log line at `level`, and its text is returned (None when written)."""
+    try:
+        append(home, event, correlation_id=correlation_id, **fields)
+    except Exception as exc:  # noqa: BLE001 - whatever broke the audit trail must not stop the job
+        why = f"{type(exc).__name__}: {exc}"
+        log.event(_log, "EVENT_LOG_WRITE_FAILED", f"cannot append {event}: {why}", level=level)
+        return why
+    return None
 
 
 def append(home: Home | str | os.PathLike, event: str, *, correlation_id: str | None = None, **fields: Any) -> dict:

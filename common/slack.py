@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,6 +27,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from common import config
 from common.errors import AlertorError
 from common.log import now
+from common.redact import redact
 
 TOKEN_ENV = "SLACK_BOT_TOKEN"
 WEBHOOK_ENV = "SLACK_WEBHOOK_URL"
@@ -39,13 +38,6 @@ MAX_SECTION_TEXT = 3000     # characters in one section block's text
 MAX_HEADER_TEXT = 150       # characters in a header block's plain text
 MAX_TEXT = 39_000           # characters per message (Slack truncates `text` at 40,000): a margin for the fallback
 
-# Slack token shapes (xoxb-, xoxp-, xoxa-, xoxr-, xoxs-, xoxe.xoxp-, xapp-) and incoming-webhook URLs.
-_SECRET_PATTERNS = [
-    re.compile(r"xox[a-z]?(?:\.[a-z]+)?-[A-Za-z0-9-]+"),
-    re.compile(r"xapp-[A-Za-z0-9-]+"),
-    re.compile(r"https?://hooks\.slack(?:-gov)?\.com/[^\s\"'<>]*", re.IGNORECASE),
-]
-REDACTED = "[REDACTED]"
 
 # slack-sdk logs through this logger only: never propagated, never shown. Its ERROR lines name the failure we
 # report ourselves (without secrets), and at DEBUG it would print request bodies and the webhook URL.
@@ -55,21 +47,6 @@ _sdk_logger.setLevel(logging.CRITICAL)
 _sdk_logger.addHandler(logging.NullHandler())
 
 log = logging.getLogger("krx.slack")
-
-
-def _known_secrets() -> list[str]:
-    return [s for s in map(config.secret, config.SECRET_NAMES) if s]
-
-
-def redact(text: Any, secrets: Iterable[str] = ()) -> str:
-    """`text` with every Slack token, webhook URL and given secret (plus the ones in the environment) replaced."""
-    out = str(text)
-    for secret in sorted({*secrets, *_known_secrets()}, key=len, reverse=True):
-        if secret and len(secret) >= 6:  # a tiny "secret" would blank ordinary words
-            out = out.replace(secret, REDACTED)
-    for pattern in _SECRET_PATTERNS:
-        out = pattern.sub(REDACTED, out)
-    return out
 
 
 class SlackSendError(AlertorError, RuntimeError):

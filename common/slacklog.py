@@ -32,6 +32,7 @@ from typing import Any
 
 from common import log as krxlog
 from common import slack
+from common.redact import redact
 
 log = logging.getLogger("krx.slacklog")
 
@@ -95,9 +96,9 @@ class SlackErrorHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = slack.redact(self.format(record))
+            line = redact(self.format(record))
             event = getattr(record, "event", None) or record.name
-            key = (record.levelno, event, slack.redact(record.getMessage()),
+            key = (record.levelno, event, redact(record.getMessage()),
                    type(record.exc_info[1]).__name__ if record.exc_info and record.exc_info[1] else None)
         except Exception:  # a record that cannot be formatted is not worth breaking the job for
             self._count("dropped")
@@ -133,12 +134,12 @@ class SlackErrorHandler(logging.Handler):
 
     def _send(self, text: str) -> None:
         try:
-            self._post(slack.redact(text))
+            self._post(redact(text))
         except Suppressed:
             self._count("suppressed")
         except Exception as exc:  # counted, never logged where it could come back here, never retried by us
             self._count("failed")
-            log.debug("slack error log: send failed: %s", slack.redact(exc))
+            log.debug("slack error log: send failed: %s", redact(exc))
         else:
             self._count("sent")
 

@@ -33,6 +33,7 @@ from typing import Any
 from common import atomic, config, events, log, switches, window
 from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK
 from common.home import Home
+from common.redact import redact
 
 SCHEMA = "ops_run_receipt/1"
 COMPLETED, WARN, BLOCKED, FAILED = "COMPLETED", "WARN", "BLOCKED", "FAILED"
@@ -66,8 +67,6 @@ def latest_receipt_path(home: Home) -> Path:
 
 def _redact(text: str, env: Mapping[str, str]) -> str:
     """The children's output without the secrets of their environment (which may differ from ours)."""
-    from common.slack import redact
-
     return redact(text, (str(env.get(name, "")).strip() for name in config.SECRET_NAMES))
 
 
@@ -223,11 +222,9 @@ def _strategy(home: Home, env: Mapping[str, str]) -> str:
 
 def _emit(home: Home, name: str, cid: str | None, warnings: list[str], **fields: Any) -> None:
     """Append to the event log; a failure to audit is a warning of the run, never a crash of it."""
-    try:
-        events.append(home, name, correlation_id=cid, **fields)
-    except OSError as exc:
-        warnings.append(f"EVENT_LOG_WRITE_FAILED: {exc.strerror}")
-        log.event(_log, "OPS_EVENT_LOG_FAILED", f"{name}: {exc}", level=logging.ERROR)
+    why = events.append_quietly(home, name, correlation_id=cid, level=logging.ERROR, **fields)
+    if why:
+        warnings.append(f"EVENT_LOG_WRITE_FAILED: {why}")
 
 
 def _export_checkpoint(home: Home) -> None:

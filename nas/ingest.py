@@ -168,11 +168,9 @@ def ingest(home: Home, source: Source, days: list[dt.date], force: bool = False,
 
 def _record(home: Home, event: str, day: dt.date | None, **fields) -> None:
     """The run in the event log, under the day's correlation id (the scan, alert and request of that day share it)."""
-    try:
-        cid = events.correlation_id(day, strategy.NAME) if day else None
-        events.append(home, event, correlation_id=cid, **fields)
-    except OSError as exc:  # the prices are stored either way; the ops summary reports a broken log
-        log.event(_log, "EVENT_LOG", f"cannot append {event}: {exc}", level=logging.WARNING)
+    # the prices are stored either way; the ops summary reports a broken log
+    cid = events.correlation_id(day, strategy.NAME) if day else None
+    events.append_quietly(home, event, correlation_id=cid, **fields)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -25,6 +25,7 @@ from common.errors import FAILED, REFUSED, OpsError
 from common.home import Home
 from common.log import TZ
 from common.log import now as clock_now
+from common.redact import redact
 from nas import alert, selftest
 
 SCHEMA = "live_fire_receipt/1"
@@ -335,7 +336,7 @@ def run(home: Home, *, operator: str | None, now: dt.datetime | None = None, tri
         try:
             receipt["deliveries"], error = _deliver(home, undelivered(home), run_id, cid, operator)
         except Exception as exc:  # whatever broke, the lockdown below still happens
-            error = f"{type(exc).__name__}: {slack.redact(exc)}"
+            error = f"{type(exc).__name__}: {redact(exc)}"
         receipt["timings_ms"]["send"] = int((time.monotonic() - t1) * 1000)
         t2 = time.monotonic()
         receipt["lockdown"] = _lockdown(home, journal, operator, "run")

@@ -63,6 +63,7 @@ from pathlib import Path
 from common import atomic, config, log, retry
 from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import Home
+from common.redact import redact
 from nas import archived, sync
 
 _log = log.get("retention")
@@ -475,6 +476,6 @@ def run(args: argparse.Namespace) -> int:
             return backup(home, target, keep, args.rsh)
         except (RetentionError, sync.SyncError, retry.TransientError, OSError) as exc:
             what = "gave up after retries: " if isinstance(exc, retry.TransientError) else ""
-            log.event(_log, "RETENTION_FAILED" if cmd == "pack" else "BACKUP_FAILED", f"{what}{sync.redact(str(exc))}",
+            log.event(_log, "RETENTION_FAILED" if cmd == "pack" else "BACKUP_FAILED", f"{what}{redact(str(exc))}",
                       rc=EXIT_FAILED, level=logging.ERROR)
             return EXIT_FAILED

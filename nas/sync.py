@@ -60,6 +60,7 @@ from common import atomic, config, log, retry
 from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import Home
 from common.queue import is_valid_id
+from common.redact import redact
 from nas import archived
 
 _log = log.get("sync")
@@ -92,16 +93,10 @@ GITIGNORE = """\
 GIT_PERMANENT = re.compile(
     r"rejected|non-fast-forward|fetch first|authentication failed|permission denied|could not read username|"
     r"terminal prompts disabled|repository not found|403|invalid username or password", re.IGNORECASE)
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s]+@")  # up to the last @ before the host
 
 
 class SyncError(AlertorError):
     """A failure another try cannot fix (bad arguments, missing tools, a rejected push); the message says why."""
-
-
-def redact(text: str) -> str:
-    """Hide credentials embedded in URLs (https://user:token@host -> https://***@host)."""
-    return _URL_USERINFO.sub(r"\1***@", text)
 
 
 def staging_name() -> str:

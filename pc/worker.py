@@ -107,10 +107,7 @@ def _permanent(error: BaseException | None) -> bool:
 def _append_event(home: Home, name: str, request: Mapping[str, Any] | None, **fields_: Any) -> None:
     """The ops event log is evidence, not a dependency: a worker on a share without the NAS's state keeps going."""
     correlation_id = request.get("correlation_id") if isinstance(request, Mapping) else None
-    try:
-        events.append(home, name, correlation_id=correlation_id, **fields_)
-    except Exception as exc:  # noqa: BLE001 - any failure here must not stop the queue
-        log.event(_log, "EVENT_LOG", f"cannot append {name}: {type(exc).__name__}: {exc}", level=logging.WARNING)
+    events.append_quietly(home, name, correlation_id=correlation_id, **fields_)
 
 
 @dataclass

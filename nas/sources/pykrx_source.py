@@ -48,6 +48,7 @@ from requests.adapters import HTTPAdapter
 from common import config, log, retry, statefile
 from common.errors import AlertorError
 from common.home import Home
+from common.redact import redact
 from common.store import COLUMNS
 
 _log = log.get("pykrx")
@@ -314,10 +315,7 @@ class PykrxSource:
                     log.event(_log, "PYKRX_OUTPUT", line, level=logging.DEBUG)
 
     def _redact(self, text: str) -> str:
-        for value in self._secrets:
-            if value:
-                text = text.replace(value, "***")
-        return text
+        return redact(text, self._secrets)
 
 
 def _check(answer: requests.Response | None, what: str, error: BaseException | None) -> dict:
