@@ -407,6 +407,14 @@ def load(name: str, home: Home | None = None, env: Mapping[str, str] | None = No
     return merged
 
 
+def allowed_strategy(strategies: Mapping, name: Any) -> Mapping | None:
+    """The configured parameters of `name` when configs/strategies.yaml allows it (in `allowlist` and with
+    parameters), else None: the one check both the queue and `krx backtest` make."""
+    if isinstance(name, str) and name in strategies.get("allowlist", []):
+        return strategies.get("strategies", {}).get(name)
+    return None
+
+
 def check_strategy_params(params: Mapping, base: Mapping, source: str = "<params>", *, tickers: bool = False) -> dict:
     """Merge overrides `params` into a strategy's `base` parameters and validate the result (`tickers`: also
     require KRX codes, as for a request from the queue)."""

@@ -39,6 +39,7 @@ from common.log import now
 from common.queue import ID_RE, is_valid_id
 
 SCHEMA = "backtest_request/1"
+SCAN_RESULT = "scan_result/1"  # reports/signals/signals_<YYYYMMDD>.json: written by `krx scan`, read by `krx alert`
 SWEEP_SCHEMA = "backtest_sweep/1"
 MAX_SWEEP_RUNS = 1024  # a grid is checked combination by combination before any work: bounded
 DEFAULT_MAX_BYTES = 1_048_576
@@ -178,11 +179,10 @@ def validate(request: Any, *, stem: str | None = None, home: Home | None = None,
     if not isinstance(strategy, str):
         raise _err(INVALID_REQUEST, file, "strategy", f"expected a string, got {type(strategy).__name__}")
     strategies = config.load("strategies", home) if strategies is None else strategies
-    allowed = list(strategies.get("allowlist", []))
-    if strategy not in allowed or strategy not in strategies.get("strategies", {}):
+    base = config.allowed_strategy(strategies, strategy)
+    if base is None:
         raise _err(STRATEGY_NOT_ALLOWED, file, "strategy", f"{strategy!r:.80} is not in the allowlist of "
-                   f"configs/strategies.yaml ({', '.join(allowed) or 'empty'})")
-    base = strategies["strategies"][strategy]
+                   f"configs/strategies.yaml ({', '.join(strategies.get('allowlist', [])) or 'empty'})")
     if sweep:
         for values, overrides in grid_runs(request["grid"], file=file):
             _check_params(overrides, base, file, "grid", values)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import atomic, config, events, locks, safeio, slack, switches
+from common import atomic, book, config, events, locks, rules, safeio, schemas, slack, switches
 from common.args import parse_date
 from common.errors import EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import Home
@@ -31,13 +31,14 @@ from common.log import event, get, now, setup_logging
 
 log = get("alert")
 
-SCAN_SCHEMA = "scan_result/1"
+SCAN_SCHEMA = schemas.SCAN_RESULT
 SCAN_MAX_BYTES = 64 << 20  # a whole-market scan is a few MB
 LOCK_WAIT_S = 900.0  # a send with slack-sdk's bounded retries ends well within this
 OUTBOX_SCHEMA = "alert_outbox/1"
 SIGNALS_RE = re.compile(r"^signals_(\d{8})\.json$")
 REGIMES = ("ON", "OFF", "DISABLED")
-SELL_STATES = ("SELL_TREND", "SELL_RSI", "SELL_REPLACE", "CUT_STOPLOSS", "DELISTED")
+# the states a scan row can have: the strategy's (common.rules) and the book's DELISTED
+SELL_STATES = (*(rules.STATES[c] for c in rules.SELL_STATES), book.DELISTED)
 STATES = ("BUY", "HOLD", "HOLD_CORE", *SELL_STATES)
 # (title, states) in the order a reader acts on them
 SECTIONS = (("BUY", ("BUY",)), ("SELL", SELL_STATES), ("HOLD_CORE", ("HOLD_CORE",)), ("HOLD", ("HOLD",)))

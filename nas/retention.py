@@ -394,7 +394,7 @@ def backup(home: Home, target: str, keep: int, rsh: str | None = None) -> int:
     spec = sync.Spec.parse(target)
     if spec.host is None and _inside(Path(spec.path), home.root):
         raise sync.SyncError(f"backup target {spec.path} is inside the home {home.root}: it would back itself up")
-    rsh = rsh or scfg["rsh"] or os.environ.get("RSYNC_RSH") or sync.DEFAULT_RSH
+    rsh = sync.remote_shell(rsh, scfg["rsh"])
     rs = sync.Rsync(rsh, scfg["io_timeout_s"], scfg["timeout_s"])
     side = sync.Side(spec, rsh, scfg["timeout_s"])
     retry_cfg = app["retry"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import atomic, book, calendar, config, engine, events, log, safeio, strategy
+from common import atomic, book, calendar, config, engine, events, log, safeio, schemas, strategy
 from common.args import parse_date
 from common.errors import EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import Home
@@ -25,7 +25,7 @@ from common.store import EodStore, StoreError
 from nas import reasons
 
 _log = log.get("scan")
-SCHEMA = "scan_result/1"
+SCHEMA = schemas.SCAN_RESULT
 SHOWN = 15  # tickers named in one summary log line
 PANEL_FIELDS = ("close", "open", "base", "halted", "value")
 

@@ -73,6 +73,11 @@ _log = log.get("sync")
 RSYNC_TRANSIENT = frozenset({10, 11, 12, 23, 24, 30, 35, 255})
 PARTIAL_DIR = ".rsync-partial"
 DEFAULT_RSH = "ssh -o BatchMode=yes -o ConnectTimeout=20"  # cron has no terminal: fail instead of prompting
+
+
+def remote_shell(given: str | None, configured: str) -> str:
+    """rsync's remote shell: the one given, else app.yaml's sync.rsh, else $RSYNC_RSH, else ssh in batch mode."""
+    return given or configured or os.environ.get("RSYNC_RSH") or DEFAULT_RSH
 HIDDEN_TMP = ".*.tmp"  # jobs' work in progress (atomic writes, the worker's output folders): never a result
 COMMIT_PREFIX = "Daily recon update - "
 GIT_IDENTITY = ("-c", "user.name=krx-alertor", "-c", "user.email=krx-alertor@localhost")
@@ -628,7 +633,7 @@ def run(args: argparse.Namespace) -> int:
                     "pushed" if out["pushed"] else "remote up to date")
             else:
                 spec = Spec.parse(remote)
-                rsh = args.rsh or cfg["rsh"] or os.environ.get("RSYNC_RSH") or DEFAULT_RSH
+                rsh = remote_shell(args.rsh, cfg["rsh"])
                 rs = Rsync(rsh, cfg["io_timeout_s"], cfg["timeout_s"], args.bwlimit)
                 log.event(_log, "SYNC_START", f"{args.direction} --via rsync remote={spec} home={home.root}"
                           + (" --delete" if args.delete else ""))

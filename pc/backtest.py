@@ -34,11 +34,11 @@ from common.errors import EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import DEFAULT_CONFIGS, Home
 from common.schemas import UNIVERSES, request_id
 from common.store import EodStore
-from common.strategy import warmup_rows
+from common.strategy import NAME, warmup_rows
 from pc import metrics as mx
 from pc import report
 
-DEFAULT_STRATEGY = "momentum_topN_v1"
+DEFAULT_STRATEGY = NAME  # the one strategy there is (common.strategy)
 PANEL_FIELDS = ("close", "open", "base", "value", "halted")
 ETF_MARKET = "ETF"
 MIN_REPORTED_ROWS = 60  # a default window shorter than this reports the whole store, warm-up included
@@ -68,12 +68,12 @@ def strategy_params(strategy: str, overrides: Mapping[str, Any] | None = None, *
     """The strategy's full parameters: its config with `overrides` merged in, validated. BacktestError for an
     unknown strategy or a bad parameter."""
     cfg = _strategies(home)
-    allowed = list(cfg.get("allowlist", []))
-    if strategy not in allowed or strategy not in cfg.get("strategies", {}):
+    base = config.allowed_strategy(cfg, strategy)
+    if base is None:
         raise BacktestError(f"unknown strategy {strategy!r}: configs/strategies.yaml allows "
-                            f"{', '.join(allowed) or 'none'}")
+                            f"{', '.join(cfg.get('allowlist', [])) or 'none'}")
     try:
-        return config.check_strategy_params(dict(overrides or {}), cfg["strategies"][strategy], source=source)
+        return config.check_strategy_params(dict(overrides or {}), base, source=source)
     except config.ConfigError as exc:
         raise BacktestError(f"bad parameter: {exc}") from None
 

@@ -25,13 +25,13 @@ from typing import Any
 import pandas as pd
 
 from common import atomic
+from common.book import TRADE_COLUMNS
 from common.log import now
 from pc import metrics as mx
 
 SCHEMA = "backtest_result/1"
 FILES = {"result": "result.json", "equity": "equity.csv", "trades": "trades.csv", "report": "report.html"}
 EQUITY_COLUMNS = ["date", "equity", "cash", "exposure", "drawdown", "benchmark"]
-TRADE_COLUMNS = ["date", "ticker", "side", "shares", "price", "value", "commission", "tax", "slippage", "reason"]
 REQUIRED = {
     "": ("schema", "id", "status", "strategy", "params", "data", "metrics", "files", "code_version", "elapsed_ms"),
     "data": ("first_date", "last_date", "tickers", "content_hash"),
