@@ -10,12 +10,7 @@ from pathlib import Path
 import pytest
 
 from common import events
-from common.home import Home, init_home
-
-
-@pytest.fixture()
-def home(tmp_path: Path) -> Home:
-    return init_home(tmp_path / "home")[0]
+from common.home import Home
 
 
 def _write(home: Home, n: int) -> list[bytes]:
@@ -130,3 +125,13 @@ def test_concurrent_appenders_keep_one_chain(home: Home) -> None:
     ok, bad, msg = events.verify(home)
     assert ok, msg
     assert len(events.read(home)) == 100
+
+
+@pytest.mark.parametrize("head", [{"seq": -1, "hash": "x"}, {"seq": -7, "hash": "x"}, {"seq": 0, "hash": "x"}])
+def test_verify_reports_a_damaged_head_record(home: Home, head: dict) -> None:
+    for i in range(3):
+        events.append(home, "TEST", i=i)
+    (home.state / events.HEAD_NAME).write_text(json.dumps(head), encoding="utf-8")
+    ok, line, message = events.verify(home)
+    assert not ok and events.HEAD_NAME in message
+    assert line is not None and 1 <= line <= 4

@@ -94,3 +94,17 @@ def test_a_store_never_mixes_sources(home: Home, cal: TradingCalendar) -> None:
     out = krx("ingest", "--source", "pykrx", "--date", "2025-03-10", home=home)
     assert out.returncode == 3 and "holds sample data" in out.stderr and "KRX_HOME" in out.stderr
     assert EodStore.for_home(home).last_date() == dt.date(2025, 3, 7)
+
+
+def test_real_source_refuses_a_day_whose_close_is_not_final(home: Home) -> None:
+    """KRX serves intraday prices before the close; stored as the day's EOD they would stay (incremental ingest
+    never fetches a stored day again). A real source only fetches days up to the latest complete one."""
+    from common import calendar
+
+    cal = calendar.load(home)
+    not_final = cal.next_trading_day(cal.latest_complete_day())
+    out = krx("ingest", "--source", "pykrx", "--date", not_final.isoformat(), home=home,
+              env={"KRX_ID": "someone", "KRX_PW": "not-a-real-password"})
+    assert out.returncode == 3, out.stderr
+    assert "not final" in out.stderr and "not-a-real-password" not in out.stderr
+    assert not (home.data / "eod" / "manifest.json").exists()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from common import events, switches
-from common.home import Home, init_home
+from common.home import Home
 from faces import KRX
 from nas import cycle
 
@@ -60,11 +60,6 @@ SMALL = {
     "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__SELL_RULES__TREND_SMA_DAYS": "10",
     "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__FILTERS__MIN_AVG_VALUE": "0",
 }
-
-
-@pytest.fixture()
-def home(tmp_path: Path) -> Home:
-    return init_home(tmp_path / "home")[0]
 
 
 @pytest.fixture()

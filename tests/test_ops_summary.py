@@ -8,12 +8,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import krx
 
 from common import atomic, calendar, events, switches
-from common.home import Home, init_home
+from common.home import Home
 from common.log import TZ
 from faces import KRX
 from nas import cycle, summary
@@ -22,11 +22,6 @@ NOW = dt.datetime(2024, 6, 28, 18, 30, tzinfo=TZ)  # after the close of Friday 2
 DAY = dt.date(2024, 6, 28)
 KRX_PW = "hunter2-very-SECRET-pw"
 TOKEN = "xoxb-1234567890-0987654321-summarySECRETtoken"
-
-
-@pytest.fixture()
-def home(tmp_path: Path) -> Home:
-    return init_home(tmp_path / "home")[0]
 
 
 @pytest.fixture()
@@ -196,3 +191,22 @@ def test_self_test_reports_presence_never_values(home: Home, env: dict[str, str]
     for secret in (KRX_PW, TOKEN, "investor01"):
         assert secret not in out and secret[:5] not in out
     assert "xoxb" not in out
+
+
+@pytest.mark.parametrize("receipt", ["[]", '"x"', '{"result": "FAILED", "steps": [1, {"status": "FAILED"}]}',
+                                     '{"result": "FAILED", "steps": "preflight"}'])
+def test_ops_status_survives_a_damaged_receipt(home: Home, receipt: str) -> None:
+    from nas import cycle, summary
+
+    path = cycle.latest_receipt_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(receipt, encoding="utf-8")
+    codes = {r["code"] for r in summary.build(home)["top_risks"]}
+    assert "LAST_RUN_FAILED" in codes
+    for cmd, shown in (("status", "LAST_RUN_FAILED"), ("summary", "WARN")):
+        out = krx("ops", cmd, home=home, env={"COLUMNS": "160"})
+        assert out.returncode == 0, out.stderr
+        assert "Traceback" not in out.stderr
+        assert shown in out.stdout, out.stdout  # the damaged receipt is reported, not passed over
+        if cmd == "status":  # and the run section does not claim the cycle never ran
+            assert "none yet" not in out.stdout and "receipt unreadable" in out.stdout

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import krx
 
 from common import events, schemas
@@ -40,3 +41,34 @@ def test_request_on_empty_store_fails_clearly(home: Home) -> None:
     out = krx("request", home=home)
     assert out.returncode == 3 and "store" in out.stderr and "krx ingest" in out.stderr
     assert list(home.queue("pending").iterdir()) == []
+
+
+SMALL_MARKET = {"KRX__APP__SAMPLE__TICKERS": "30"}
+
+
+@pytest.fixture()
+def stored(home: Home) -> Home:
+    out = krx("ingest", "--start", "2025-01-02", "--end", "2025-02-28", home=home, env=SMALL_MARKET)
+    assert out.returncode == 0, out.stderr
+    return home
+
+
+@pytest.mark.parametrize("damage", ["{broken", '{"dates": ["2025-13-45"], "closed": []}'])
+@pytest.mark.parametrize("job", ["scan", "request"])
+def test_damaged_manifest_fails_clearly(stored: Home, damage: str, job: str) -> None:
+    (stored.data / "eod" / "manifest.json").write_text(damage, encoding="utf-8")
+    out = krx(job, home=stored)
+    assert out.returncode == 3, out.stderr
+    assert "Traceback" not in out.stderr
+    assert "manifest.json" in out.stderr
+    assert list(stored.queue("pending").iterdir()) == []
+
+
+@pytest.mark.parametrize("day", ["2024-06-03", "2025-06-02"])
+def test_request_for_a_day_outside_the_store_is_refused(stored: Home, day: str) -> None:
+    """Before the first stored day (was an IndexError traceback) or after the last (was a request for data the
+    store does not have, queued as if fine)."""
+    out = krx("request", "--date", day, home=stored)
+    assert out.returncode == 3, out.stderr
+    assert "Traceback" not in out.stderr and "store" in out.stderr
+    assert list(stored.queue("pending").iterdir()) == []

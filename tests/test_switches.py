@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from common import events, switches
-from common.home import Home, init_home
-
-
-@pytest.fixture()
-def home(tmp_path: Path) -> Home:
-    return init_home(tmp_path / "home")[0]
+from common.home import Home
 
 
 def test_fresh_home_defaults(home: Home) -> None:

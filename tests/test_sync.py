@@ -372,3 +372,10 @@ def test_git_never_prints_credentials(home: Home, git_env: dict) -> None:
 def test_git_pull_is_refused_clearly(home: Home) -> None:
     r = krx("sync", "pull", "--via", "git", home=home)
     assert r.returncode == 3 and "pull --via git is not supported" in r.stderr
+
+
+def test_redact_hides_a_password_that_contains_an_at_sign() -> None:
+    """git takes the last "@" before the host (https://user:p@ss@host/...): no part of the password may remain."""
+    out = sync.redact("fatal: unable to access 'https://bob:p@ss@github.com/me/r.git/': 403")
+    assert out == "fatal: unable to access 'https://***@github.com/me/r.git/': 403"
+    assert sync.redact("https://host/a@b and https://x:y@h") == "https://host/a@b and https://***@h"
