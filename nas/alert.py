@@ -19,6 +19,7 @@ import datetime as dt
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,24 +248,29 @@ def read_outbox(path: Path) -> dict | None:
 def run(args: argparse.Namespace) -> int:
     home = Home.from_env()
     setup_logging("alert", home)
-    # One alert run at a time, however it was started (cron wrapper, the cycle, by hand): the outbox is read,
-    # the message posted and the send recorded under the lock, so the next run sees the send and posts nothing.
+    return deliver(home, args.date, force=args.force, notify=config.load("notify", home))
+
+
+def deliver(home: Home, day: dt.date | None = None, *, force: bool = False, notify: Mapping[str, Any]) -> int:
+    """Render the scan of `day` (default: the latest), print it, write the outbox and deliver it by `notify`'s
+    policy, at most once a day (`force`: again); returns the exit code. One alert run at a time, however it was
+    started (cron wrapper, the cycle, by hand): the outbox is read, the message posted and the send recorded
+    under the lock, so the next run sees the send and posts nothing."""
     try:
         with locks.job_lock(home, "alert", wait_s=LOCK_WAIT_S):
-            return _run(args, home)
+            return _deliver(home, day, force, notify)
     except locks.LockBusy as exc:
         event(log, "ALERT_FAILED", f"{exc}: another alert run is still delivering", rc=EXIT_FAILED,
               level=logging.ERROR)
         return EXIT_FAILED
 
 
-def _run(args: argparse.Namespace, home: Home) -> int:
+def _deliver(home: Home, day: dt.date | None, force: bool, notify: Mapping[str, Any]) -> int:
     started = time.monotonic()
-    cfg = config.load("notify", home)
-    policy, channel = cfg["delivery_policy"], cfg["slack"]["channel"]
+    policy, channel = notify["delivery_policy"], notify["slack"]["channel"]
 
     try:
-        path = find_scan(home, getattr(args, "date", None))
+        path = find_scan(home, day)
         scan = load_scan(path)
     except ScanFileError as exc:
         event(log, "ALERT_FAILED", f"scan file {exc}", rc=EXIT_FAILED, level=logging.ERROR)
@@ -310,7 +316,7 @@ def _run(args: argparse.Namespace, home: Home) -> int:
         event(log, "ALERT_DONE", f"date={scan['asof']} console only; outbox {box_path.name}", rc=rc,
               elapsed_ms=(time.monotonic() - started) * 1000)
         return rc
-    if sends and not getattr(args, "force", False):
+    if sends and not force:
         last = sends[-1]
         reason = f"already sent at {last.get('sent_at')} to {last.get('channel')} (use --force to send again)"
         events.append(home, "ALERT_SUPPRESSED", correlation_id=cid, date=scan["asof"], reason=reason)

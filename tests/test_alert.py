@@ -3,7 +3,6 @@ local HTTP server, and the CLI as a real subprocess."""
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 from slack_server import SlackServer
 
-from common import atomic, events, slack, switches
+from common import atomic, config, events, slack, switches
 from common import log as krxlog
 from common.home import Home, init_home
 from nas import alert
@@ -72,7 +71,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: SlackServer) -
 
 def run_alert(capsys: pytest.CaptureFixture, *, date: dt.date | None = None, force: bool = False
               ) -> tuple[int, str, str]:
-    rc = alert.run(argparse.Namespace(date=date, force=force))
+    home = Home.from_env()
+    krxlog.setup_logging("alert", home)
+    rc = alert.deliver(home, date, force=force, notify=config.load("notify", home))
     out, err = capsys.readouterr()
     return rc, out, err
 

@@ -4,7 +4,6 @@ the real CLI under libfaketime. Time rules use an injected clock (`now=`) in-pro
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -20,7 +19,7 @@ import pytest
 from conftest import krx
 from slack_server import SlackServer, unused_port
 
-from common import atomic, events, operators, switches, window
+from common import atomic, config, events, operators, switches, window
 from common import log as krxlog
 from common.errors import OpsError
 from common.home import Home, init_home
@@ -56,7 +55,7 @@ def make_outbox(home: Home, day: dt.date = DAY) -> Path:
         "schema": "scan_result/1", "strategy": "momentum_topN_v1", "asof": day.isoformat(),
         "next_trading_day": (day + dt.timedelta(days=1)).isoformat(), "regime": "ON", "universe_size": 2,
         "after_filters": 2, "rows": ROWS, "excluded": []})
-    assert alert.run(argparse.Namespace(date=day, force=False)) == 0
+    assert alert.deliver(home, day, notify=config.load("notify", home)) == 0
     return alert.outbox_path(home, f"{day:%Y%m%d}")
 
 
