@@ -72,9 +72,6 @@ class SampleSource:
         self._path = np.empty((0, tickers + 1))  # unrounded closes, the ETF last
         self._halted = np.empty((0, tickers), dtype=bool)
 
-    def trading_days(self, start: dt.date, end: dt.date) -> list[dt.date]:
-        return self.calendar.sessions(max(start, self.first_date), end)
-
     def fetch_day(self, day: dt.date) -> pd.DataFrame | None:
         """The normalized frame of one day (common.store.COLUMNS), or None when the market was closed."""
         return self.fetch_days([day]).get(day)
