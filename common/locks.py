@@ -115,6 +115,19 @@ def locked(path: str | os.PathLike, wait_s: float | None = None) -> Iterator[Non
         os.close(fd)
 
 
+@contextlib.contextmanager
+def attempt(path: str | os.PathLike) -> Iterator[bool]:
+    """Hold the lock on `path` for the block if it is free (yields True); when another run holds it, yield False
+    at once, holding nothing."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked(path, wait_s=0))
+        except LockBusy:
+            yield False
+            return
+        yield True
+
+
 def job_lock_path(home: Home, name: str) -> Path:
     return home.state / "locks" / f"{name}.lock"
 

@@ -8,12 +8,10 @@ schema raises OpsError STATE_UNREADABLE, and the caller refuses (nothing is ever
 from __future__ import annotations
 
 import contextlib
-import json
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from common import atomic
+from common import atomic, locks, safeio
 from common.errors import REFUSED, OpsError
 from common.home import Home
 
@@ -25,21 +23,16 @@ def unreadable(path: Path, why: str) -> OpsError:
 
 
 def load(path: Path, schema: str) -> dict | None:
-    """The file's object, None when it does not exist; raises OpsError STATE_UNREADABLE when it cannot be trusted."""
+    """The file's object, None when it does not exist; raises OpsError STATE_UNREADABLE when it cannot be trusted
+    (read as every state file is: common.safeio)."""
     try:
-        st = path.lstat()
+        data = safeio.read_json(path, MAX_BYTES)
     except FileNotFoundError:
         return None
+    except ValueError as exc:  # not a regular file, too large, not strict JSON
+        raise unreadable(path, str(exc)) from None
     except OSError as exc:
-        raise unreadable(path, f"cannot stat ({exc.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise unreadable(path, "not a regular file")
-    if st.st_size > MAX_BYTES:
-        raise unreadable(path, f"larger than {MAX_BYTES} bytes")
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError) as exc:
-        raise unreadable(path, f"not valid JSON ({type(exc).__name__})") from None
+        raise unreadable(path, f"cannot read ({exc.strerror})") from None
     if not isinstance(data, dict):
         raise unreadable(path, "expected a JSON object")
     if data.get("schema") != schema:
@@ -53,19 +46,12 @@ def save(path: Path, data: dict) -> None:
 
 @contextlib.contextmanager
 def locked(home: Home, name: str, *, wait: bool = True) -> Iterator[bool]:
-    """An exclusive lock on state/.<name>.lock for read-modify-write; yields False (and holds nothing) when
-    `wait` is False and another process holds it. The kernel drops the lock of a killed process."""
-    home.state.mkdir(parents=True, exist_ok=True)
-    import fcntl  # the state lives on the NAS (Linux); the PC never changes it
-
-    with open(home.state / f".{name}.lock", "a+b") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
+    """An exclusive lock on state/.<name>.lock for read-modify-write (common.locks); yields False (and holds
+    nothing) when `wait` is False and another process holds it. The kernel drops the lock of a killed process."""
+    path = home.state / f".{name}.lock"
+    if not wait:
+        with locks.attempt(path) as got:
+            yield got
+        return
+    with locks.locked(path):
+        yield True

@@ -52,11 +52,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import atomic, config, log, retry
+from common import atomic, config, locks, log, retry
 from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import Home
 from common.queue import is_valid_id
@@ -572,25 +572,9 @@ def git_push(home: Home, remote: str, branch: str, *, retry_cfg: dict, timeout_s
 # --- the command -----------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def home_lock(home: Home, name: str) -> Iterator[bool]:
-    """A non-blocking lock on state/.<name>.lock: False when another run of this home holds it."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: the Task Scheduler never overlaps one task with itself
-        yield True
-        return
-    home.state.mkdir(parents=True, exist_ok=True)
-    with open(home.state / f".{name}.lock", "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def home_lock(home: Home, name: str) -> contextlib.AbstractContextManager[bool]:
+    """A non-blocking lock on state/.<name>.lock (common.locks): False when another run of this home holds it."""
+    return locks.attempt(home.state / f".{name}.lock")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
