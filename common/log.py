@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -83,6 +84,15 @@ def event(
     level: int = logging.INFO,
 ) -> None:
     logger.log(level, "%s", details, extra={"event": name, "rc": rc, "elapsed_ms": elapsed_ms})
+
+
+def failed(logger: logging.Logger, command: str, name: str, exc: BaseException, started: float) -> int:
+    """A command that failed: one ERROR line `name` (so one Slack message) and one line on stderr, exit 3. A
+    project error's message says it all; anything else is named by its type."""
+    message = str(exc) if getattr(exc, "exit_code", None) is not None else f"{type(exc).__name__}: {exc}"
+    event(logger, name, message, rc=3, level=logging.ERROR, elapsed_ms=(time.monotonic() - started) * 1000)
+    print(f"{command}: {message}", file=sys.stderr)
+    return 3
 
 
 def add_error_sink(handler: logging.Handler) -> None:

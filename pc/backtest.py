@@ -30,7 +30,7 @@ import yaml
 
 from common import calendar, config, log
 from common.args import Parser, parse_date
-from common.errors import EXIT_FAILED, EXIT_OK, AlertorError
+from common.errors import EXIT_OK, AlertorError
 from common.home import DEFAULT_CONFIGS, Home
 from common.schemas import UNIVERSES, request_id
 from common.store import EodStore
@@ -346,11 +346,7 @@ def run(args: argparse.Namespace) -> int:
         with _Progress() as progress:
             result = run_request(request, out, home, progress=progress)
     except Exception as exc:  # noqa: BLE001 - one clear line and exit 3, whatever failed
-        message = str(exc) if isinstance(exc, BacktestError) else f"{type(exc).__name__}: {exc}"
-        log.event(_log, "BACKTEST_FAILED", message, rc=EXIT_FAILED, level=logging.ERROR,
-                  elapsed_ms=(time.monotonic() - t0) * 1000)
-        print(f"krx backtest: {message}", file=sys.stderr)
-        return EXIT_FAILED
+        return log.failed(_log, "krx backtest", "BACKTEST_FAILED", exc, t0)
     m = result["metrics"]
     d = result["data"]
     print(f"{result['strategy']}  {d['first_date']} to {d['last_date']}  ({d['tickers']} tickers, "

@@ -36,7 +36,7 @@ import pandas as pd
 
 from common import atomic, calendar, config, log, schemas
 from common.args import parse_date
-from common.errors import EXIT_FAILED, EXIT_OK
+from common.errors import EXIT_OK
 from common.home import Home
 from common.store import EodStore
 from common.strategy import warmup_rows
@@ -409,11 +409,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line and exit 3, whatever failed
-        message = str(exc) if isinstance(exc, BacktestError) else f"{type(exc).__name__}: {exc}"
-        log.event(_log, "SWEEP_FAILED", message, rc=EXIT_FAILED, level=logging.ERROR,
-                  elapsed_ms=(time.monotonic() - t0) * 1000)
-        print(f"krx sweep: {message}", file=sys.stderr)
-        return EXIT_FAILED
+        return log.failed(_log, "krx sweep", "SWEEP_FAILED", exc, t0)
     best = summary["best"]
     print(f"best {args.metric}: {sweep_report.fmt(best[args.metric])}  "
           + " ".join(f"{k}={json.dumps(best[k])}" for k in plan_.grid))
