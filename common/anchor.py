@@ -134,8 +134,8 @@ def anchors(home: Home) -> list[tuple[str, dict | None, str | None]]:
 
 
 def checkpoint_line(home: Home) -> str:
-    """One line for the Slack daily summary (a hook: that summary does not exist yet): the newest checkpoint, so a
-    copy of it lives outside the box even where no git sync is configured."""
+    """One line for the Slack daily summary (nas/daily_summary.py): the newest checkpoint, so a copy of it lives
+    outside the box even where no git sync is configured."""
     best = max((r for _, r, _ in anchors(home) if r), key=lambda r: r["seq"], default=None)
     if best is None:
         return "event log checkpoint: none yet"

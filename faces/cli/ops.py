@@ -19,6 +19,7 @@ Every command first completes a live fire's lockdown that a killed process left 
   krx ops cycle [--date D]                 the daily cycle: 0 completed (or WARN), 2 blocked, 3 failed
   krx ops summary                          write reports/ops/summary/ops_summary_latest.json
   krx ops status                           the summary as a table, exit 0
+  krx ops daily-summary [--force]          the day's Slack summary (after the cycle), once a day
   krx ops self-test                        required secrets present? 0 complete, 1 not
 """
 
@@ -91,6 +92,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--print", action="store_true", help="also print the JSON")
     sub.add_parser("status", help="show switches, the last run and the risks as a table")
     sub.add_parser("self-test", help="which required secrets are present (never their values)")
+    s = sub.add_parser("daily-summary", help="post the day's summary to Slack (once a day; after the cycle)")
+    s.add_argument("--force", action="store_true", help="send it again although it went out today")
 
 
 def _show_switch(item: switches.Switch | switches.Gate) -> None:
@@ -299,4 +302,10 @@ def run(args: argparse.Namespace) -> int:
         from nas import selftest
 
         return selftest.run(home)
+    if cmd == "daily-summary":
+        from common import config
+        from nas import daily_summary
+
+        log.setup_logging("ops", home)
+        return daily_summary.send(home, config.load("notify", home), force=args.force)
     raise AssertionError(f"unknown ops subcommand {cmd}")
