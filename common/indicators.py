@@ -1,0 +1,237 @@
+"""Everything a decision reads, built once per panel (common.strategy re-exports `Indicators`): split-adjusted
+closes for every rule, raw prices for trading and the stop-loss, the candidate filters, the regime, RSI per column.
+
+Indicators are computed once per panel and lazily: cross-sectional ones (score, filters) for the rows asked (the
+engine asks ~12 rows a year, the scanner one), per-holding ones (trend SMA, RSI) for the columns asked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from common import corporate_actions
+from common.params import min_history, resolve_params
+from common.rules import (
+    ABNORMAL,
+    DELISTED,
+    HALTED,
+    LOW_VALUE,
+    NO_SCORE,
+    NONE,
+    NOT_LISTED,
+    SHORT_HISTORY,
+    abnormal,
+    mean_value,
+    momentum_score,
+    regime_on,
+    rsi,
+    sell_codes,
+    sma,
+)
+
+
+def _aligned(frame: pd.DataFrame, like: pd.DataFrame, fill: Any) -> pd.DataFrame:
+    if frame.index.equals(like.index) and frame.columns.equals(like.columns):
+        return frame
+    return frame.reindex(index=like.index, columns=like.columns, fill_value=fill)
+
+
+@dataclass
+class Indicators:
+    """Everything the decision reads, built once per panel. Build with `Indicators.build(panels, params)`."""
+
+    params: dict
+    index: pd.DatetimeIndex
+    tickers: pd.Index
+    close: np.ndarray                 # split-adjusted closes (rows x tickers), NaN where no price: what rules read
+    price: np.ndarray                 # raw closes, NaN where no row or no price (<= 0): what trades and values use
+    open: np.ndarray | None           # raw opens (NaN where none), or None when the panel has no open field
+    present: np.ndarray               # bool: the ticker has a row that day (absent = not listed or delisted)
+    actions: dict[int, tuple[np.ndarray, np.ndarray]]  # column -> (rows, factors) of its corporate actions
+    halted: np.ndarray | None         # bool, or None when the panel has no halted field
+    value: np.ndarray | None          # traded value, or None (then the value floor is skipped)
+    first_row: np.ndarray             # first row with a close (len(index) when none)
+    core: np.ndarray                  # columns of the core holdings present in the panel
+    core_weight: np.ndarray           # their weights
+    regime: np.ndarray | None         # regime ON per row, None when the regime filter is disabled
+    notes: list[str] = field(default_factory=list)
+    partial: np.ndarray | None = None  # bool per row: a partial day (a fallback source, a few tickers): no new buys
+    _col: dict[str, int] = field(default_factory=dict, repr=False)
+    _rsi: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, panels: Mapping[str, pd.DataFrame], params: Mapping | None = None, *,
+              base_params: Mapping | None = None, partial: pd.Series | None = None) -> Indicators:
+        """panels: "close" (required, raw KRX closes), optionally "open", "base" (KRX's base price: corporate
+        actions), "halted" and "value" (aligned to close). params: overrides merged into `base_params` (default:
+        the config's strategy) and validated. Raises ValueError when the regime is enabled and its ticker is not
+        in the panel. partial: bool per date, the partial days (common.store.EodStore.partial_flags)."""
+        p = resolve_params(params, base_params)
+        close_df = panels["close"]
+        if not isinstance(close_df.index, pd.DatetimeIndex):
+            raise ValueError("close panel: expected a DatetimeIndex of dates")
+        raw = close_df.to_numpy(dtype=np.float64)
+        present = ~np.isnan(raw)
+        price = raw
+        # a close of 0 or below (or infinite) is no price, never a price of 0; two quick reductions check for one
+        if raw.size and not (np.fmin.reduce(raw, axis=None) > 0 and np.fmax.reduce(raw, axis=None) < np.inf):
+            with np.errstate(invalid="ignore"):
+                price = np.where(present & ~((raw > 0) & (raw < np.inf)), np.nan, raw)
+        halted = value = open_ = None
+        if panels.get("halted") is not None:
+            halted = _aligned(panels["halted"], close_df, False).to_numpy(dtype=bool)
+        if panels.get("value") is not None:
+            value = _aligned(panels["value"], close_df, np.nan).to_numpy(dtype=np.float64)
+        if panels.get("open") is not None:
+            open_ = _aligned(panels["open"], close_df, np.nan).to_numpy(dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                open_ = np.where(open_ > 0, open_, np.nan)
+        close, actions = price, {}
+        if panels.get("base") is not None:
+            factor = corporate_actions.factors(price, _aligned(panels["base"], close_df, np.nan)
+                                               .to_numpy(dtype=np.float64))
+            hit = np.flatnonzero((factor != 1.0).any(axis=0))
+            if len(hit):  # only the tickers with an action get an adjusted copy
+                close = price.copy()
+                close[:, hit] = corporate_actions.adjust(price[:, hit], factor[:, hit])
+                actions = {int(j): (np.flatnonzero(factor[:, j] != 1.0), factor[factor[:, j] != 1.0, j]) for j in hit}
+        first = np.zeros(len(close_df.columns), dtype=np.int64)
+        if len(close):  # most tickers have a close on the first row: search only the others
+            late = np.flatnonzero(~present[0])
+            block = present[:, late]
+            first[late] = np.where(block.any(axis=0), block.argmax(axis=0), len(close))
+        col = {str(k): j for j, k in enumerate(close_df.columns)}
+        notes = []
+        core = [(col[h["ticker"]], float(h["weight"])) for h in p["core_holdings"] if h["ticker"] in col]
+        missing = [h["ticker"] for h in p["core_holdings"] if h["ticker"] not in col]
+        if missing:
+            notes.append(f"core holdings not in the panel: {', '.join(missing)}")
+        if p["filters"]["enabled"] and value is None and p["filters"]["min_avg_value"] > 0:
+            notes.append("no value panel: the 20-day mean traded value floor is not applied")
+        regime = None
+        if p["regime"]["enabled"]:
+            ticker = p["regime"]["ticker"]
+            if ticker not in col:
+                raise ValueError(f"regime.ticker {ticker} is not in the panel (disable the regime or load it)")
+            regime = regime_on(close[:, col[ticker]], p["regime"]["sma_days"])
+        return cls(params=p, index=close_df.index, tickers=close_df.columns, close=close, price=price,
+                   open=open_, present=present, actions=actions, halted=halted,
+                   value=value, first_row=first,
+                   core=np.array([c for c, _ in core], dtype=np.int64),
+                   core_weight=np.array([w for _, w in core], dtype=float), regime=regime, notes=notes, _col=col,
+                   partial=None if partial is None else partial.reindex(close_df.index, fill_value=False)
+                   .to_numpy(dtype=bool))
+
+    # --- lookups
+
+    def col(self, ticker: str) -> int | None:
+        return self._col.get(str(ticker))
+
+    def row(self, date: Any) -> int:
+        """Row position of a date in the panel (KeyError when it is not a row)."""
+        return int(self.index.get_loc(pd.Timestamp(date)))
+
+    def regime_state(self, i: int) -> str:
+        if self.regime is None:
+            return "DISABLED"
+        return "ON" if self.regime[i] else "OFF"
+
+    # --- cross-sectional, one row
+
+    def score_at(self, i: int) -> np.ndarray:
+        return momentum_score(self.close, self.params["lookbacks"], self.params["weights"], rows=[i])[0]
+
+    def filter_codes(self, i: int, score: np.ndarray | None = None) -> np.ndarray:
+        """Why each ticker is not a candidate on row i (int8 exclusion codes; OK = candidate). The base
+        conditions (a price today, not halted, a score) always apply; the rest when filters are enabled."""
+        p = self.params
+        f = p["filters"]
+        c = self.close[i]
+        score = self.score_at(i) if score is None else score
+        code = np.zeros(len(c), dtype=np.int8)
+        # applied lowest priority first, so the most basic reason wins
+        code[~np.isfinite(score)] = NO_SCORE
+        if f["enabled"]:
+            if self.value is not None and f["min_avg_value"] > 0:
+                mv = mean_value(self.value, f["value_window"], rows=[i])[0]
+                with np.errstate(invalid="ignore"):
+                    code[~(mv >= f["min_avg_value"])] = LOW_VALUE
+            code[i - self.first_row < min_history(p)] = SHORT_HISTORY
+            code[abnormal(self.close[max(i - 1, 0): i + 1], p["daily_limit_pct"])[-1]] = ABNORMAL
+        if self.halted is not None:
+            code[self.halted[i]] = HALTED
+        code[~np.isfinite(c)] = DELISTED
+        code[self.first_row > i] = NOT_LISTED
+        return code
+
+    # --- per holding, blocks of rows
+
+    def trend_sma(self, a: int, b: int, cols: np.ndarray) -> np.ndarray:
+        """The trend SMA on rows a..b-1 for the given columns."""
+        n = self.params["sell_rules"]["trend_sma_days"]
+        lo = max(0, a - n + 1)
+        return sma(self.close[lo:b, cols], n)[a - lo:]
+
+    def rsi(self, a: int, b: int, cols: np.ndarray) -> np.ndarray:
+        """Wilder's RSI on rows a..b-1 for the given columns (each column computed once over the whole panel)."""
+        todo = [int(j) for j in cols if int(j) not in self._rsi]  # the held columns, never all tickers
+        if todo:
+            full = rsi(self.close[:, todo], self.params["sell_rules"]["rsi_days"])
+            for k, j in enumerate(todo):
+                self._rsi[j] = full[:, k]
+        if len(cols) == 0:
+            return np.empty((b - a, 0))
+        return np.column_stack([self._rsi[int(j)][a:b] for j in cols])
+
+    def sell_codes(self, a: int, b: int, cols: np.ndarray, entry: np.ndarray) -> np.ndarray:
+        """Sell-rule codes on rows a..b-1 for held columns `cols` with entry prices `entry` (the same rule
+        `decide` applies on one row; the engine uses it for daily sell checks)."""
+        cols = np.asarray(cols, dtype=np.int64)
+        rules = self.params["sell_rules"]
+        if not rules["enabled"] or len(cols) == 0:
+            return np.zeros((b - a, len(cols)), dtype=np.int8)
+        return sell_codes(self.close[a:b, cols], entry, self.trend_sma(a, b, cols), self.rsi(a, b, cols),
+                          self.params, self.price[a:b, cols])
+
+    def factors(self, i: int) -> np.ndarray | None:
+        """The corporate-action factor of each ticker on row i (1.0 where none); None when no action that day."""
+        out = None
+        for j, (rows, f) in self.actions.items():
+            k = np.searchsorted(rows, i)
+            if k < len(rows) and rows[k] == i:
+                out = np.ones(len(self.tickers)) if out is None else out
+                out[j] = f[k]
+        return out
+
+    def next_action(self, after: int, cols: np.ndarray) -> int:
+        """The first row after `after` with a corporate action of one of `cols` (the panel's length when none)."""
+        best = len(self.index)
+        for j in cols:
+            if int(j) in self.actions:
+                rows = self.actions[int(j)][0]
+                k = np.searchsorted(rows, after, side="right")
+                if k < len(rows):
+                    best = min(best, int(rows[k]))
+        return best
+
+    def tradable(self, a: int, b: int) -> np.ndarray:
+        """Rows a..b-1: a price at the close and not halted."""
+        ok = np.isfinite(self.price[a:b])
+        if self.halted is not None:
+            ok &= ~self.halted[a:b]
+        return ok
+
+    def daily_sells(self, a: int, b: int, cols: np.ndarray, entry: np.ndarray) -> np.ndarray:
+        """The sells of days between rebalances (rows a..b-1, held columns): the sell rules when
+        `sell_rules.daily` is on, never for a core holding, nor on a day the ticker cannot trade."""
+        cols = np.asarray(cols, dtype=np.int64)
+        if not self.params["sell_rules"]["daily"] or not len(cols):
+            return np.zeros((b - a, len(cols)), dtype=np.int8)
+        codes = self.sell_codes(a, b, cols, entry)
+        codes[:, np.isin(cols, self.core)] = NONE
+        codes[~self.tradable(a, b)[:, cols]] = NONE
+        return codes
