@@ -9,8 +9,8 @@ import pandas as pd
 from common import config, corporate_actions
 from common.calendar import TradingCalendar
 from common.home import Home
+from common.rules import momentum_score
 from common.store import validate_day
-from common.strategy import momentum_score
 from nas.sources.sample import ETF_TICKER, SPLITS, SampleSource
 
 START, END = dt.date(2019, 1, 2), dt.date(2020, 12, 30)
