@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from common.errors import AlertorError
+from common.schemas import is_date
 
 TRADE_COLUMNS = ["date", "ticker", "side", "shares", "price", "value", "commission", "tax", "slippage", "reason"]
 POSITION_COLUMNS = ["ticker", "shares", "entry_date", "entry_price", "close", "value"]
@@ -296,20 +297,13 @@ def check_state(state: Any, source: str) -> dict:
     def number(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
 
-    def date(v: Any) -> bool:
-        try:
-            dt.date.fromisoformat(v)
-            return True
-        except (TypeError, ValueError):
-            return False
-
     if not isinstance(state, dict):
         raise fail("<top>", "a JSON object")
     if state.get("schema") != STATE_SCHEMA:
         raise fail("schema", f"{STATE_SCHEMA!r} (an older model portfolio: start a new one with "
                    "`krx scan --apply --reset`)")
     for key in ("asof", "inception"):
-        if not date(state.get(key)):
+        if not is_date(state.get(key)):
             raise fail(key, "a date YYYY-MM-DD")
     if not number(state.get("cash")) or state["cash"] < 0:
         raise fail("cash", "a number >= 0")
@@ -323,7 +317,7 @@ def check_state(state: Any, source: str) -> dict:
                 and len(item["ticker"]) == 6 and number(item["shares"]) and item["shares"] >= 0
             if ok and key == "positions":
                 ok = number(item["entry_price"]) and item["entry_price"] > 0 and number(item["last_price"]) \
-                    and date(item["entry_date"])
+                    and is_date(item["entry_date"])
             if not ok:
                 raise fail(f"{key}[{k}]", f"{{{', '.join(fields)}}} with a 6-character ticker and numbers "
                            f"(got {item!r:.100})")

@@ -111,6 +111,17 @@ def _text(request: Mapping, key: str, file: str) -> str:
     return value
 
 
+def is_date(value: Any) -> bool:
+    """A date as the project's files write it: YYYY-MM-DD (fromisoformat alone also takes week dates)."""
+    if not isinstance(value, str) or not _DATE_RE.fullmatch(value):
+        return False
+    try:
+        dt.date.fromisoformat(value)
+        return True
+    except ValueError:
+        return False
+
+
 def _date(request: Mapping, key: str, file: str) -> dt.date:
     value = request[key]
     try:

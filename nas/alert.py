@@ -91,14 +91,6 @@ def _require(path: Path, obj: dict, key: str, ok, expected: str, where: str = ""
     return obj[key]
 
 
-def _is_date(v: Any) -> bool:
-    try:
-        dt.date.fromisoformat(v)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
 def load_scan(path: Path) -> dict:
     """The scan result, validated: every field the alert uses is checked, the first bad one is named."""
     try:
@@ -116,9 +108,9 @@ def load_scan(path: Path) -> dict:
         raise ScanFileError(path, "<top>", "a JSON object")
     _require(path, scan, "schema", lambda v: v == SCAN_SCHEMA, repr(SCAN_SCHEMA))
     _require(path, scan, "strategy", lambda v: isinstance(v, str) and v, "a strategy name")
-    _require(path, scan, "asof", _is_date, "a date YYYY-MM-DD")
+    _require(path, scan, "asof", schemas.is_date, "a date YYYY-MM-DD")
     if scan.get("next_trading_day") is not None:
-        _require(path, scan, "next_trading_day", _is_date, "a date YYYY-MM-DD")
+        _require(path, scan, "next_trading_day", schemas.is_date, "a date YYYY-MM-DD")
     _require(path, scan, "regime", lambda v: v in REGIMES, "one of " + ", ".join(REGIMES))
     for key in ("universe_size", "after_filters"):
         _require(path, scan, key, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
