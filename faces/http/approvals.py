@@ -21,9 +21,9 @@ from fastapi import APIRouter, Body, Depends, Header
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from common import operators
 from common.errors import FAILED, OpsError
 from common.home import Home
+from faces.http import auth
 from nas.trading import approvals, db, proposals
 
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -40,10 +40,6 @@ def router(home: Home, cfg: dict) -> APIRouter:
         finally:
             c.close()
 
-    def operator(authorization: str, action: str) -> str:
-        scheme, _, token = authorization.partition(" ")
-        return operators.identify(home, token.strip() if scheme.lower() == "bearer" else None, action=action)
-
     @r.get("/proposals")
     def listing(date: dt.date | None = None, status: str | None = None, c: Any = Depends(conn)) -> list[dict]:
         return proposals.listing(c, asof=date.isoformat() if date else None, status=status)
@@ -51,7 +47,7 @@ def router(home: Home, cfg: dict) -> APIRouter:
     @r.post("/proposals/{proposal_id}/approve")
     def approve(proposal_id: int, body: dict = Body(default={}), authorization: str = Header(default=""),
                 c: Any = Depends(conn)) -> dict:
-        who = operator(authorization, f"approve proposal {proposal_id}")
+        who = auth.operator(home, authorization, f"approve proposal {proposal_id}")
         ttl = body.get("expires_in_seconds")
         if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)):
             raise OpsError("BAD_REQUEST", "expires_in_seconds: expected an integer number of seconds", FAILED)
@@ -60,7 +56,7 @@ def router(home: Home, cfg: dict) -> APIRouter:
     @r.post("/proposals/{proposal_id}/reject")
     def reject(proposal_id: int, body: dict = Body(default={}), authorization: str = Header(default=""),
                c: Any = Depends(conn)) -> dict:
-        who = operator(authorization, f"reject proposal {proposal_id}")
+        who = auth.operator(home, authorization, f"reject proposal {proposal_id}")
         return approvals.reject(home, c, cfg, proposal_id, who, str(body.get("rejection_reason") or ""))
 
     @r.get("/proposals/page", response_class=HTMLResponse)
