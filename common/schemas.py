@@ -36,7 +36,7 @@ from common import config, safeio
 from common.errors import AlertorError
 from common.home import Home
 from common.log import now
-from common.queue import ID_RE, is_valid_id
+from common.queue_names import ID_RE, is_valid_id
 
 SCHEMA = "backtest_request/1"
 SCAN_RESULT = "scan_result/1"  # reports/signals/signals_<YYYYMMDD>.json: written by `krx scan`, read by `krx alert`

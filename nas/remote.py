@@ -21,7 +21,7 @@ from typing import Any
 
 from common import atomic, log, retry
 from common.errors import AlertorError
-from common.queue import is_valid_id
+from common.queue_names import is_valid_id
 from common.redact import redact
 
 _log = log.get("sync")

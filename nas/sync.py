@@ -51,7 +51,7 @@ from collections.abc import Sequence
 from common import config, locks, log, retry
 from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK
 from common.home import Home
-from common.queue import is_valid_id
+from common.queue_names import is_valid_id
 from common.redact import redact
 from nas import archived
 from nas.gitpush import git_push

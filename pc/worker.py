@@ -37,7 +37,8 @@ from typing import Any
 from common import config, events, log, safeio, schemas
 from common.errors import EXIT_FAILED, EXIT_OK
 from common.home import Home
-from common.queue import Claim, Entry, Queue, new_owner
+from common.queue import Queue
+from common.queue_names import Claim, Entry, new_owner
 
 DEFAULT_JOB = "pc.jobs:run"
 RESULT_FILE = "result.json"
