@@ -280,7 +280,7 @@ def _deliver(home: Home, day: dt.date | None, force: bool, notify: Mapping[str, 
         sends = list(previous.get("sends", []))
     else:
         sends = []
-    events.append(home, "ALERT_RENDERED", correlation_id=cid, date=scan["asof"], policy=policy,
+    events.append(home, "alert_rendered", correlation_id=cid, date=scan["asof"], policy=policy,
                   rows=len(scan["rows"]), messages=len(messages), scan_file=path.name)
 
     sender = slack.sender(channel)  # built without any network call: it shapes the payloads even for the console
@@ -311,21 +311,21 @@ def _deliver(home: Home, day: dt.date | None, force: bool, notify: Mapping[str, 
     if sends and not force:
         last = sends[-1]
         reason = f"already sent at {last.get('sent_at')} to {last.get('channel')} (use --force to send again)"
-        events.append(home, "ALERT_SUPPRESSED", correlation_id=cid, date=scan["asof"], reason=reason)
+        events.append(home, "alert_suppressed", correlation_id=cid, date=scan["asof"], reason=reason)
         rc = finish(EXIT_OK, reason)
         event(log, "ALERT_SUPPRESSED", reason, rc=rc, level=logging.WARNING)
         return rc
     allowed, why = switches.external_send_allowed(home)
     if not allowed:
         reason = f"not sent: {why}"
-        events.append(home, "ALERT_SUPPRESSED", correlation_id=cid, date=scan["asof"], reason=reason)
+        events.append(home, "alert_suppressed", correlation_id=cid, date=scan["asof"], reason=reason)
         rc = finish(EXIT_OK, reason)
         event(log, "ALERT_SUPPRESSED", f"{reason}; printed and written to {box_path.name}", rc=rc,
               level=logging.WARNING)
         return rc
     if sender is None:
         reason = f"not sent: delivery_policy is SLACK but neither {slack.TOKEN_ENV} nor {slack.WEBHOOK_ENV} is set"
-        events.append(home, "ALERT_SEND_FAILED", correlation_id=cid, date=scan["asof"], reason=reason)
+        events.append(home, "alert_send_failed", correlation_id=cid, date=scan["asof"], reason=reason)
         rc = finish(EXIT_FAILED, reason)
         event(log, "ALERT_SEND_FAILED", reason, rc=rc, level=logging.ERROR)
         return rc
@@ -333,7 +333,7 @@ def _deliver(home: Home, day: dt.date | None, force: bool, notify: Mapping[str, 
         receipt = sender.send(messages)
     except slack.SlackSendError as exc:
         reason = f"send failed: {exc}"
-        events.append(home, "ALERT_SEND_FAILED", correlation_id=cid, date=scan["asof"], channel=channel,
+        events.append(home, "alert_send_failed", correlation_id=cid, date=scan["asof"], channel=channel,
                       via=sender.via, error=str(exc), status=exc.status, parts_sent=len(exc.sent_ts))
         partial = None
         if exc.sent_ts:  # the parts that did go out are a send: a rerun must not post them again
@@ -346,7 +346,7 @@ def _deliver(home: Home, day: dt.date | None, force: bool, notify: Mapping[str, 
               elapsed_ms=(time.monotonic() - started) * 1000)
         return rc
     sent = {**receipt.to_dict(), "forced": bool(sends)}
-    events.append(home, "ALERT_SENT", correlation_id=cid, date=scan["asof"], channel=receipt.channel,
+    events.append(home, "alert_sent", correlation_id=cid, date=scan["asof"], channel=receipt.channel,
                   via=receipt.via, message_ts=receipt.ts, parts=receipt.parts, forced=bool(sends))
     rc = finish(EXIT_OK, "sent", sent=sent)
     event(log, "ALERT_SENT", f"date={scan['asof']} channel={receipt.channel} via={receipt.via} "

@@ -288,7 +288,7 @@ class _Run:
             _write_receipt(self.home, receipt)
         except OSError as exc:  # the exit code still tells cron what happened
             log.event(_log, "OPS_RECEIPT_FAILED", f"{exc}", level=logging.ERROR)
-        self.emit("OPS_CYCLE_END", result=self.result, reason=self.reason,
+        self.emit("ops_cycle_end", result=self.result, reason=self.reason,
                   steps={s.name: s.status for s in self.steps})
         _export_checkpoint(self.home)  # the newest one, for the next push
         rc = EXIT_OF[self.result]
@@ -331,7 +331,7 @@ def _cycle(run: _Run) -> None:
         log.event(_log, "OPS_EVENT_LOG_TAMPERED", log_msg, level=logging.ERROR)
     if failed:
         run.result, run.reason = BLOCKED, "PREFLIGHT_FAIL"
-        run.emit("OPS_CYCLE_START", gate=g.mode)
+        run.emit("ops_cycle_start", gate=g.mode)
         try:
             atomic.write_json(home.reports / "tickets" / "preflight" / f"{run.run_id}.json", {
                 "schema": "preflight_ticket/1", "run_id": run.run_id, "at": run.started_at.isoformat(
@@ -345,7 +345,7 @@ def _cycle(run: _Run) -> None:
     if run.asof is None:
         run.asof = cal.latest_complete_day()
     run.cid = events.correlation_id(run.asof, _strategy(home, env))
-    run.emit("OPS_CYCLE_START", date=run.asof.isoformat(), gate=g.mode)
+    run.emit("ops_cycle_start", date=run.asof.isoformat(), gate=g.mode)
     log.event(_log, "OPS_CYCLE_START", f"run_id={run.run_id} date={run.asof} gate={g.mode} correlation_id={run.cid}")
 
     # 2. the emergency stop, 3. the gate, and every other switch: an unreadable one blocks (fail closed)
@@ -415,7 +415,7 @@ def _cycle(run: _Run) -> None:
             _export_checkpoint(home)  # so today's push carries it off the box
         step = _run_step(name, run.command, argv, env, home.root, timeout_s)
         steps.append(step)
-        run.emit("OPS_STEP", step=name, status=step.status, rc=step.rc, elapsed_ms=step.elapsed_ms)
+        run.emit("ops_step", step=name, status=step.status, rc=step.rc, elapsed_ms=step.elapsed_ms)
         if step.status == FAILED:
             run.result, run.reason, skip_rest = FAILED, f"STEP_FAILED:{name}", f"skipped: {name} failed"
         elif step.status == BLOCKED:

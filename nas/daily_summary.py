@@ -124,5 +124,5 @@ def send(home: Home, notify: Mapping[str, Any], *, force: bool = False) -> int:
     except slack.SlackSendError as exc:
         return done(EXIT_FAILED, f"send failed: {exc}", logging.ERROR)
     sends.append(receipt.to_dict())
-    events.append_quietly(home, "DAILY_SUMMARY_SENT", day=facts["day"], channel=receipt.channel, ts=receipt.ts)
+    events.append_quietly(home, "daily_summary_sent", day=facts["day"], channel=receipt.channel, ts=receipt.ts)
     return done(EXIT_OK, f"sent to {receipt.channel}")

@@ -110,7 +110,7 @@ def regenerate(home: Home) -> tuple[dict[str, Any], Path]:
     folder = postmortem_dir(home)
     atomic.write_json(folder / "postmortem_latest.json", pm)
     md = atomic.write_text(folder / "postmortem_latest.md", render(pm))
-    events.append(home, "POSTMORTEM_WRITTEN", correlation_id=f"live_fire-{pm['run_id']}", result=pm["result"])
+    events.append(home, "postmortem_written", correlation_id=f"live_fire-{pm['run_id']}", result=pm["result"])
     return pm, md
 
 
