@@ -131,12 +131,9 @@ def _text(data: Any) -> str:
     return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
 
 
-def _modes(home: Home, env: Mapping[str, str]) -> dict[str, str]:
+def _modes(home: Home, configs: Mapping[str, dict]) -> dict[str, str]:
     stop, snd, g = switches.emergency_stop(home), switches.sender(home), switches.gate_state(home)
-    try:
-        policy = config.load("notify", home, env=env)["delivery_policy"]
-    except config.ConfigError:
-        policy = "UNREADABLE"
+    policy = configs["notify"]["delivery_policy"] if "notify" in configs else "UNREADABLE"
     return {
         "emergency_stop": ("ON" if stop.on else "OFF") if stop.readable else "UNREADABLE",
         "gate": g.mode if g.readable else "UNREADABLE",
@@ -147,11 +144,9 @@ def _modes(home: Home, env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def _strategy(home: Home, env: Mapping[str, str]) -> str:
-    try:
-        return config.load("strategies", home, env=env)["allowlist"][0]
-    except (config.ConfigError, IndexError, KeyError):
-        return "unknown"
+def _strategy(configs: Mapping[str, dict]) -> str:
+    allowlist = configs.get("strategies", {}).get("allowlist") or ["unknown"]
+    return allowlist[0]
 
 
 def _emit(home: Home, name: str, cid: str | None, warnings: list[str], **fields: Any) -> None:
@@ -199,6 +194,7 @@ class _Run:
         self.command: tuple[str, ...] = ()
         self.warnings: list[str] = []
         self.checks: list[dict] = []
+        self.configs: dict[str, dict] = {}  # validated once by the preflight, then read from here
         self.result, self.reason = COMPLETED, "OK"
         self.asof: dt.date | None = day
         self.cid: str | None = None
@@ -213,7 +209,7 @@ class _Run:
             "schema": SCHEMA, "run_id": self.run_id, "started_at": self.started_at.isoformat(timespec="seconds"),
             "finished_at": log.now().isoformat(timespec="seconds"), "result": self.result, "reason": self.reason,
             "date": self.asof.isoformat() if self.asof else None, "correlation_id": self.cid,
-            "steps": [asdict(s) for s in self.steps], "observed_modes": _modes(self.home, self.env),
+            "steps": [asdict(s) for s in self.steps], "observed_modes": _modes(self.home, self.configs),
             "live_fire_step": self.live_fire_step or {"ran": False, "reason": f"CYCLE_{self.result}"},
             "warnings": self.warnings, "preflight": self.checks,
             "elapsed_ms": int((time.monotonic() - self.t0) * 1000),
@@ -253,16 +249,16 @@ def _cycle(run: _Run) -> None:
     """preflight -> switches -> the steps -> the live fire step -> the result (each below says why it stops)."""
     if not _preflight(run):
         return
-    cal = calendar.load(run.home)
+    app = run.configs["app"]
+    cal = calendar.load(run.home, app["calendar"])
     if run.asof is None:
         run.asof = cal.latest_complete_day()
-    run.cid = events.correlation_id(run.asof, _strategy(run.home, run.env))
+    run.cid = events.correlation_id(run.asof, _strategy(run.configs))
     run.emit("ops_cycle_start", date=run.asof.isoformat(), gate=run.gate.mode)
     log.event(_log, "OPS_CYCLE_START", f"run_id={run.run_id} date={run.asof} gate={run.gate.mode} "
               f"correlation_id={run.cid}")
     if not _switches_allow(run):
         return
-    app = config.load("app", run.home, env=run.env)
     plan, when = _plan(run, app)
     trading = cal.is_trading_day(when)
     _run_steps(run, plan, trading, f"{when} is not a KRX trading day (next: {cal.next_trading_day(when)})",
@@ -288,12 +284,13 @@ def _preflight(run: _Run) -> bool:
     """The preflight checks and the event log's verification; False (BLOCKED, with a ticket) when a check failed.
     A tampered log does not stop the day's data: the steps run and the result becomes BLOCKED at the end."""
     p0 = time.monotonic()
-    run.checks = checks = preflight(run.home, run.env, run.day, daily_dir(run.home))
+    run.checks, run.configs = preflight(run.home, run.env, run.day, daily_dir(run.home))
+    checks = run.checks
     failed = [c for c in checks if not c["ok"]]
     run.steps.append(Step("preflight", FAILED if failed else OK, None, int((time.monotonic() - p0) * 1000),
                           "; ".join(f"{c['check']}: {c['details']}" for c in failed)[:1000] if failed
                           else f"all {len(checks)} checks passed ({', '.join(c['check'] for c in checks)})"))
-    run.cid = events.correlation_id(run.day, _strategy(run.home, run.env)) if run.day else None
+    run.cid = events.correlation_id(run.day, _strategy(run.configs)) if run.day else None
     ok_log, _bad_line, log_msg = events.verify(run.home)
     if not ok_log:
         run.tampered = log_msg

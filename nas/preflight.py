@@ -16,6 +16,7 @@ from common import atomic, calendar, config
 from common.home import Home
 from nas import selftest
 
+CONFIGS = ("app", "notify", "strategies", "execution_allowlist")
 BASE_DEPENDENCIES = ("pandas", "numpy", "pyarrow", "yaml", "tenacity", "exchange_calendars", "rich", "dotenv")
 
 
@@ -37,23 +38,24 @@ def _check_writable(home: Home, receipts: Path) -> tuple[bool, str]:
     return (not bad), ("not writable: " + ", ".join(bad)) if bad else "state, reports, logs, data writable"
 
 
-def preflight(home: Home, env: Mapping[str, str], day: dt.date | None, receipts: Path) -> list[dict]:
-    """Every check as {check, ok, details}; `ok` False on any means the cycle must not run. `receipts`: the
-    folder the cycle writes its receipt to (checked writable with the state, logs and data)."""
+def preflight(home: Home, env: Mapping[str, str], day: dt.date | None, receipts: Path) -> tuple[list[dict], dict]:
+    """(every check as {check, ok, details}, the configs that loaded, by name). `ok` False on any check means the
+    cycle must not run; the configs are validated here once and the cycle uses them (`receipts`: the folder the
+    cycle writes its receipt to, checked writable with the state, logs and data)."""
     checks: list[dict] = []
 
     def add(name: str, ok: bool, details: str) -> None:
         checks.append({"check": name, "ok": bool(ok), "details": details})
 
+    configs: dict[str, dict] = {}
     try:
-        app = config.load("app", home, env=env)
-        notify = config.load("notify", home, env=env)
-        config.load("strategies", home, env=env)
-        config.load("execution_allowlist", home, env=env)
-        add("configs", True, "app, notify, strategies, execution_allowlist valid")
+        for name in CONFIGS:
+            configs[name] = config.load(name, home, env=env)
+        add("configs", True, f"{', '.join(CONFIGS)} valid")
     except config.ConfigError as exc:
         add("configs", False, str(exc))
-        return checks
+        return checks, configs
+    app, notify = configs["app"], configs["notify"]
     slack_used = notify["delivery_policy"] == "SLACK" or notify["error_log_to_slack"]
     add("dependencies", *_check_dependencies(app["source"], slack_used))
     add("home_writable", *_check_writable(home, receipts))
@@ -68,10 +70,10 @@ def preflight(home: Home, env: Mapping[str, str], day: dt.date | None, receipts:
     except OSError as exc:
         add("free_disk", False, f"cannot read free space: {exc.strerror}")
     try:
-        cal = calendar.load(home)
+        cal = calendar.load(home, app["calendar"])
         if day is not None:
             cal.is_trading_day(day)  # raises outside the calendar's range
         add("calendar", True, f"XKRX {cal.first}..{cal.last}")
     except Exception as exc:  # a broken calendar is a preflight failure, whatever the cause
         add("calendar", False, f"{type(exc).__name__}: {exc}")
-    return checks
+    return checks, configs
