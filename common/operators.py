@@ -20,13 +20,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common import events, statefile
+from common import events, formats, statefile
 from common.errors import FAILED, REFUSED, OpsError
 from common.home import Home
 from common.log import now as clock_now
 
 FILE = "operators.json"
-SCHEMA = "operators/1"
+SCHEMA = formats.OPERATORS
 TOKEN_ENV = "KRX_OPERATOR_TOKEN"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_TOKEN_FILE = 4096

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import atomic, safeio
+from common import atomic, formats, safeio
 from common.home import Home
 from common.log import now
 from common.queue_names import (
@@ -57,7 +57,7 @@ from common.queue_names import (
     pending_name,
 )
 
-ERROR_SCHEMA = "queue_error/1"
+ERROR_SCHEMA = formats.QUEUE_ERROR
 _WINDOWS = sys.platform == "win32"
 # What a lost race looks like: the source is gone; on Windows a rename also refuses an existing target and a file
 # another process holds open (an SMB copy still in progress). On POSIX a PermissionError is a real fault.

@@ -23,13 +23,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common import approvals, config, events, operators, statefile
+from common import approvals, config, events, formats, operators, statefile
 from common.errors import FAILED, OpsError
 from common.home import Home
 from common.log import now as clock_now
 
 FILE = "windows.json"
-SCHEMA = "windows/1"
+SCHEMA = formats.WINDOWS
 PENDING_APPROVAL, ACTIVE, EXPIRED, CONSUMED = "PENDING_APPROVAL", "ACTIVE", "EXPIRED", "CONSUMED"
 LOCK = "windows"
 

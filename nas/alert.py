@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import atomic, book, config, events, locks, rules, safeio, schemas, slack, switches
+from common import atomic, book, config, events, formats, locks, rules, safeio, schemas, slack, switches
 from common.args import parse_date
 from common.errors import EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import Home
@@ -35,7 +35,7 @@ log = get("alert")
 SCAN_SCHEMA = schemas.SCAN_RESULT
 SCAN_MAX_BYTES = 64 << 20  # a whole-market scan is a few MB
 LOCK_WAIT_S = 900.0  # a send with slack-sdk's bounded retries ends well within this
-OUTBOX_SCHEMA = "alert_outbox/1"
+OUTBOX_SCHEMA = formats.ALERT_OUTBOX
 SIGNALS_RE = re.compile(r"^signals_(\d{8})\.json$")
 REGIMES = ("ON", "OFF", "DISABLED")
 # the states a scan row can have: the strategy's (common.rules) and the book's DELISTED

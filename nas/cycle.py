@@ -28,13 +28,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common import atomic, calendar, config, events, log, switches, window
+from common import atomic, calendar, config, events, formats, log, switches, window
 from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.redact import redact
 from nas.preflight import preflight
 
-SCHEMA = "ops_run_receipt/1"
+SCHEMA = formats.OPS_RUN_RECEIPT
 COMPLETED, WARN, BLOCKED, FAILED = "COMPLETED", "WARN", "BLOCKED", "FAILED"
 OK, SKIPPED = "OK", "SKIPPED"
 EXIT_OF = {COMPLETED: EXIT_OK, WARN: EXIT_OK, BLOCKED: EXIT_BLOCKED, FAILED: EXIT_FAILED}
@@ -301,7 +301,7 @@ def _preflight(run: _Run) -> bool:
     run.emit("ops_cycle_start", gate=run.gate.mode)
     try:
         atomic.write_json(run.home.reports / "tickets" / "preflight" / f"{run.run_id}.json", {
-            "schema": "preflight_ticket/1", "run_id": run.run_id,
+            "schema": formats.PREFLIGHT_TICKET, "run_id": run.run_id,
             "at": run.started_at.isoformat(timespec="seconds"), "failing": failed, "checks": checks})
     except OSError as exc:
         run.warnings.append(f"TICKET_WRITE_FAILED: {exc.strerror}")

@@ -14,14 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common import anchor, atomic, events, safeio, slack, switches
+from common import anchor, atomic, events, formats, safeio, slack, switches
 from common.errors import EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.log import event, get, now
 from nas import alert, cycle, summary
 
 _log = get("daily_summary")
-RECORD_SCHEMA = "daily_summary/1"
+RECORD_SCHEMA = formats.DAILY_SUMMARY
 SHOWN_RISKS = 3
 QUEUE = ("pending", "processing", "failed")
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common import atomic, config, events, slack, statefile, switches, window
+from common import atomic, config, events, formats, slack, statefile, switches, window
 from common.errors import FAILED, REFUSED, OpsError
 from common.home import Home
 from common.log import TZ
@@ -28,9 +28,9 @@ from common.log import now as clock_now
 from common.redact import redact
 from nas import alert, selftest
 
-SCHEMA = "live_fire_receipt/1"
+SCHEMA = formats.LIVE_FIRE_RECEIPT
 JOURNAL = "live_fire.json"
-JOURNAL_SCHEMA = "live_fire_journal/1"
+JOURNAL_SCHEMA = formats.LIVE_FIRE_JOURNAL
 LOCK = "live_fire"
 ACTION = "live_fire"
 COMPLETED, BLOCKED = "COMPLETED", "BLOCKED"

@@ -29,10 +29,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common import atomic, config, events, log, safeio, switches, window
+from common import atomic, config, events, formats, log, safeio, switches, window
 from common.home import DEFAULT_CONFIGS, Home
 
-SCHEMA = "ops_summary/1"
+SCHEMA = formats.OPS_SUMMARY
 SEVERITY_ORDER = {"CRITICAL": 0, "HIGH": 1, "MEDIUM": 2, "LOW": 3}
 
 

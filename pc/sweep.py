@@ -34,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from common import atomic, calendar, config, log, schemas
+from common import atomic, calendar, config, formats, log, schemas
 from common.args import parse_date
 from common.errors import EXIT_OK
 from common.home import Home
@@ -45,7 +45,7 @@ from pc.grid import Plan, Run, parse_grid, plan
 
 RUNS_FILE = "runs.jsonl"
 SPEC_FILE = "sweep.json"
-RESULT_SCHEMA = "backtest_sweep_result/1"
+RESULT_SCHEMA = formats.BACKTEST_SWEEP_RESULT
 
 _log = log.get("sweep")
 
