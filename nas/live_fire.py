@@ -106,7 +106,7 @@ def preconditions(home: Home, *, now: dt.datetime | None = None) -> list[dict[st
     add("gate_real_enabled", eff == switches.REAL_ENABLED, "GATE_NOT_REAL_ENABLED" if g.readable
         else "STATE_UNREADABLE", f"effective {eff} (stored {g.mode})" if g.readable else f"unreadable: {g.error}")
     try:
-        missing = [r.channel for r in selftest.missing(selftest.requirements(home))]
+        missing = [r.channel for r in selftest.missing(selftest.home_requirements(home))]
     except config.ConfigError as exc:
         missing = [f"config error: {exc}"]
     if not slack.configured():

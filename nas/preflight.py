@@ -59,7 +59,7 @@ def preflight(home: Home, env: Mapping[str, str], day: dt.date | None, receipts:
     slack_used = notify["delivery_policy"] == "SLACK" or notify["error_log_to_slack"]
     add("dependencies", *_check_dependencies(app["source"], slack_used))
     add("home_writable", *_check_writable(home, receipts))
-    reqs = selftest.requirements(home, env)
+    reqs = selftest.requirements(app, notify, env)
     bad = selftest.missing(reqs)
     add("credentials", not bad, ("missing secrets for: " + ", ".join(r.channel for r in bad)) if bad
         else f"source {app['source']}, delivery {notify['delivery_policy']}: required secrets present")

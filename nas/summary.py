@@ -80,14 +80,25 @@ def _last_run(home: Home) -> tuple[dict | None, str | None]:
     return receipt, None
 
 
-def _data_stale(home: Home, now: dt.datetime) -> dict | None:
+def _calendar(home: Home, configs: dict | None) -> Any:
+    """The KRX calendar, or the exception that kept it from being built (each risk using it reports that)."""
     from common import calendar
+
+    try:
+        return calendar.load(home, configs["app"]["calendar"] if configs else None)
+    except Exception as exc:  # a calendar that cannot be built is reported, never a crash of the summary
+        return exc
+
+
+def _data_stale(home: Home, now: dt.datetime, cal: Any) -> dict | None:
     from common.store import EodStore
 
     store = EodStore.for_home(home)
     ref = _rel(home, store.manifest_path)
     try:
-        expected = calendar.load(home).latest_complete_day(now)
+        if isinstance(cal, Exception):
+            raise cal
+        expected = cal.latest_complete_day(now)
         last = store.last_date()
     except Exception as exc:  # a store or calendar that cannot be read is stale data for the user
         return _risk("DATA_STALE", "HIGH", f"cannot tell how fresh the EOD store is: {type(exc).__name__}: {exc}",
@@ -96,19 +107,19 @@ def _data_stale(home: Home, now: dt.datetime) -> dict | None:
         return _risk("DATA_STALE", "HIGH", f"the EOD store is empty; the last complete trading day is {expected}",
                      [ref])
     if last < expected:
-        behind = len(calendar.load(home).sessions(last + dt.timedelta(days=1), expected))
+        behind = len(cal.sessions(last + dt.timedelta(days=1), expected))
         return _risk("DATA_STALE", "HIGH", f"the EOD store ends {last}, {behind} trading day(s) behind {expected}",
                      [ref])
     return None
 
 
-def _calendar_disagreement(home: Home, now: dt.datetime) -> dict | None:
-    from common import calendar
-
+def _calendar_disagreement(home: Home, now: dt.datetime, cal: Any) -> dict | None:
     ref = _rel(home, home.configs / "app.yaml")
     try:
-        days = calendar.load(home).disagreements(now.date())
-    except Exception as exc:  # a calendar that cannot be built is reported, never a crash of the summary
+        if isinstance(cal, Exception):
+            raise cal
+        days = cal.disagreements(now.date())
+    except Exception as exc:  # a calendar that cannot be compared is reported, never a crash of the summary
         return _risk("CALENDAR_DISAGREEMENT", "MEDIUM", f"cannot compare the calendars: {type(exc).__name__}: {exc}",
                      [ref])
     if not days:
@@ -189,23 +200,17 @@ def _last_run_risk(home: Home, receipt: dict | None, receipt_error: str | None) 
 
 
 def _configs(home: Home, env: Mapping[str, str] | None) -> tuple[dict | None, dict | None]:
-    """(app.yaml or None when a config is invalid, the CONFIG_INVALID risk or None)."""
+    """({app, notify, strategies} validated, or None when one is invalid; the CONFIG_INVALID risk or None)."""
     try:
-        app = config.load("app", home, env=env)
-        config.load("notify", home, env=env)
-        config.load("strategies", home, env=env)
+        return {name: config.load(name, home, env=env) for name in ("app", "notify", "strategies")}, None
     except config.ConfigError as exc:
         return None, _risk("CONFIG_INVALID", "HIGH", str(exc), [_rel(home, Path(exc.file))])
-    return app, None
 
 
-def _secrets_risk(home: Home, env: Mapping[str, str] | None) -> dict | None:
+def _secrets_risk(app: dict, notify: dict, env: Mapping[str, str] | None) -> dict | None:
     from nas import selftest
 
-    try:
-        gone = selftest.missing(selftest.requirements(home, env))
-    except config.ConfigError:
-        return None
+    gone = selftest.missing(selftest.requirements(app, notify, env))
     if not gone:
         return None
     return _risk("SECRETS_MISSING", "HIGH", "required secrets absent for: " + ", ".join(
@@ -240,16 +245,18 @@ def build(home: Home, now: dt.datetime | None = None, env: Mapping[str, str] | N
     stop, snd, g = switches.emergency_stop(home), switches.sender(home), switches.gate_state(home)
     ok, bad_line, msg = events.verify(home)
     receipt, receipt_error = _last_run(home)
-    app, config_risk = _configs(home, env)
+    configs, config_risk = _configs(home, env)
+    cal = _calendar(home, configs)
     # a broken app.yaml still gets its risks judged, by the shipped defaults' thresholds
-    ops_cfg = app["ops"] if app else config.load("app", Home(DEFAULT_CONFIGS.parent), env={})["ops"]
+    ops_cfg = (configs["app"] if configs else config.load("app", Home(DEFAULT_CONFIGS.parent), env={}))["ops"]
     log_risk = None if ok else _risk("EVENT_LOG_TAMPERED", "CRITICAL", msg, [
         _rel(home, events.log_path(home)) + (f":{bad_line}" if bad_line else "")])
     candidates = [
         *_switch_risks(home, stop, snd, g), log_risk, _last_run_risk(home, receipt, receipt_error), config_risk,
-        _data_stale(home, now), _calendar_disagreement(home, now),
+        _data_stale(home, now, cal), _calendar_disagreement(home, now, cal),
         _queue_backlog(home, float(ops_cfg["queue_backlog_hours"]), now), _failed_requests(home),
-        _secrets_risk(home, env) if app is not None else None, _disk_risk(home, ops_cfg["min_free_disk_mb"]),
+        _secrets_risk(configs["app"], configs["notify"], env) if configs else None,
+        _disk_risk(home, ops_cfg["min_free_disk_mb"]),
     ]
     risks = sorted((r for r in candidates if r), key=lambda r: SEVERITY_ORDER.get(r["severity"], 9))
     return {

@@ -64,10 +64,10 @@ def strategies(home: Home | None) -> dict:
 
 
 def strategy_params(strategy: str, overrides: Mapping[str, Any] | None = None, *, home: Home | None = None,
-                    source: str = "<params>") -> dict:
-    """The strategy's full parameters: its config with `overrides` merged in, validated. BacktestError for an
-    unknown strategy or a bad parameter."""
-    cfg = strategies(home)
+                    source: str = "<params>", cfg: Mapping[str, Any] | None = None) -> dict:
+    """The strategy's full parameters: its config (`cfg`: the strategies.yaml the command loaded, else the home's)
+    with `overrides` merged in, validated. BacktestError for an unknown strategy or a bad parameter."""
+    cfg = strategies(home) if cfg is None else cfg
     base = config.allowed_strategy(cfg, strategy)
     if base is None:
         raise BacktestError(f"unknown strategy {strategy!r}: configs/strategies.yaml allows "
@@ -220,13 +220,14 @@ def simulate(panels: dict[str, pd.DataFrame], tickers: pd.DataFrame, params: Map
 
 
 def run_request(request: Mapping[str, Any], out_dir: Path, home: Home,
-                progress: Callable[..., None] | None = None) -> dict:
+                progress: Callable[..., None] | None = None, *, cfg: Mapping[str, Any] | None = None) -> dict:
     """Run a validated backtest_request/1 on the home's store and write its four files into `out_dir`; returns
     the backtest_result/1 written. BacktestError: unknown strategy, no data in range, a bad parameter."""
     t0 = time.monotonic()
     strategy = request["strategy"]
     request_id = str(request.get("id") or "backtest")
-    params = strategy_params(strategy, request.get("params") or {}, home=home, source=f"{request_id}: params")
+    params = strategy_params(strategy, request.get("params") or {}, home=home, source=f"{request_id}: params",
+                             cfg=cfg)
     start = request_date(request["start"], "start") if request.get("start") else None
     end = request_date(request["end"], "end") if request.get("end") else None
     store = EodStore.for_home(home)
@@ -325,7 +326,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = strategies(home)
         base = cfg.get("strategies", {}).get(args.strategy, {})
         overrides = parse_sets(args.sets, base)
-        params = strategy_params(args.strategy, overrides, home=home, source="--set")
+        params = strategy_params(args.strategy, overrides, source="--set", cfg=cfg)
         store = EodStore.for_home(home)
         start = args.start or default_start(store, params)
         end = args.end or store.last_date()
@@ -344,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
             raise BacktestError(f"{out} already exists (a result of the same strategy, window and parameters, or "
                                 "another --out): nothing was overwritten; --force runs it again into it")
         with _Progress() as progress:
-            result = run_request(request, out, home, progress=progress)
+            result = run_request(request, out, home, progress=progress, cfg=cfg)
     except Exception as exc:  # noqa: BLE001 - one clear line and exit 3, whatever failed
         return log.failed(_log, "krx backtest", "BACKTEST_FAILED", exc, t0)
     m = result["metrics"]

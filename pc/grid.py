@@ -108,11 +108,12 @@ def plan(strategy: str, grid: Mapping[str, list[Any]], home: Home, *, start: dt.
         combos = schemas.grid_runs(dict(grid), file=source)
     except schemas.RequestError as exc:
         raise BacktestError(str(exc)) from None
+    cfg = backtest.strategies(home)  # once for the whole grid
     resolved = []
     for values, overrides in combos:
         what = ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
-        resolved.append((values, overrides, backtest.strategy_params(strategy, overrides, home=home,
-                                                                     source=f"{source} ({what})")))
+        resolved.append((values, overrides, backtest.strategy_params(strategy, overrides, source=f"{source} ({what})",
+                                                                     cfg=cfg)))
     store = EodStore.for_home(home)
     starts = [backtest.default_start(store, p) for _, _, p in resolved]
     start = start or max((s for s in starts if s is not None), default=None)
