@@ -5,6 +5,7 @@ switches hold messages back without losing the incident; the real CLI once, as c
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -328,3 +329,57 @@ def test_the_cli_exit_codes_and_one_message_across_cron_runs(home: Home, server:
     assert len(posts(server)) == 2
     bad = krx("ops", "watchdog", home=home, env={**env, "KRX__APP__WATCHDOG__RESTART__SERVE": "sh -c reboot"})
     assert bad.returncode == 3 and "watchdog.restart.serve: expected a list" in bad.stderr
+
+
+def test_the_real_worker_beats_and_a_stopped_one_is_noticed(home: Home) -> None:
+    from test_worker_jobs import Workers, wait_for
+
+    workers = Workers(home)
+    try:
+        proc = workers.start("--interval", "0.2")
+        wait_for(lambda: heartbeat.latest(home.reports)[0] is not None, 30, "the worker's heartbeat")
+        beat, problems = heartbeat.latest(home.reports)
+        assert problems == [] and beat is not None and beat.pid == proc.pid
+        assert beat.path.parent == home.reports / "ops" / "heartbeat"  # where the NAS looks (and sync brings it)
+        assert workers.stop(proc) == 0
+    finally:
+        workers.kill_all()
+    _request(home)  # work arrives after the worker stopped
+    limit = 2700.0
+    assert watchdog.check_worker(home, limit, beat.at + dt.timedelta(seconds=limit)) is None
+    late = watchdog.check_worker(home, limit, beat.at + dt.timedelta(seconds=limit + 60))
+    assert late is not None and late.code == "WORKER_SILENT" and f"pid {proc.pid}" in late.message
+
+
+def test_start_service_sh_restarts_krx_serve_for_the_watchdog(wd: Home, server: SlackServer,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Synology without systemd: the watchdog's restart command is scripts/linux/jobs/start_service.sh serve."""
+    import subprocess
+
+    from conftest import REPO
+
+    port, script = unused_port(), str(REPO / "scripts/linux/jobs/start_service.sh")
+    monkeypatch.setenv("KRX_BIN", str(Path(sys.executable).parent / "krx"))
+    monkeypatch.setenv("KRX__TRADING__APPROVAL__PORT", str(port))
+    monkeypatch.setenv("KRX__APP__WATCHDOG__HEALTH__SERVE", f"http://127.0.0.1:{port}/docs")  # any 2xx counts
+    monkeypatch.setenv("KRX__APP__WATCHDOG__RESTART__SERVE", json.dumps([script, "serve"]))
+    pidfile = wd.state / "serve.pid"
+    assert krx("trade", "init-db", home=wd).returncode == 0  # what krx serve needs to start
+    try:
+        assert watchdog.run(wd, now=at(MONDAY, "20:15")) == 3
+        assert "restart command exited 0" in posts(server)[0]
+        first = int(pidfile.read_text())
+        deadline = time.monotonic() + 60
+        while not _listening(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert watchdog.run(wd, now=at(MONDAY, "20:30")) == 0
+        assert [p.split("*")[1] for p in posts(server)] == ["ERROR", "RECOVERED"]
+        # run again (as for a hung server): the old process is stopped first, a new one takes the port
+        r = subprocess.run([script, "serve"], capture_output=True, text=True, timeout=90)
+        assert r.returncode == 0, r.stderr + (wd.logs / "serve.out").read_text()
+        second = int(pidfile.read_text())
+        assert second != first and not Path(f"/proc/{first}").exists()
+    finally:
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pidfile.read_text()), signal.SIGTERM)
