@@ -383,3 +383,30 @@ def test_start_service_sh_restarts_krx_serve_for_the_watchdog(wd: Home, server: 
         if pidfile.exists():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pidfile.read_text()), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("unit", ["krx-serve", "krx-execution-server", "krx-worker"])
+def test_systemd_units_restart_on_failure_and_run_a_real_command(unit: str, tmp_path: Path) -> None:
+    import configparser
+    import shlex
+    import shutil
+    import subprocess
+
+    from conftest import REPO
+
+    from faces.cli import build_parser
+
+    text = (REPO / "scripts/linux/systemd" / f"{unit}.service").read_text()
+    parsed = configparser.ConfigParser(strict=False, interpolation=None)
+    parsed.read_string(text)
+    assert parsed["Service"]["Restart"] == "on-failure"
+    argv = shlex.split(parsed["Service"]["ExecStart"])
+    assert argv[0] == "%h/krx-alertor/.venv/bin/krx"
+    build_parser(argv[1]).parse_args(argv[1:])  # a subcommand and options the CLI knows (exits 2 otherwise)
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed")
+    local = tmp_path / f"{unit}.service"  # with this machine's paths, so systemd can check the command too
+    local.write_text(text.replace("%h/krx-alertor/.venv/bin/krx", str(Path(sys.executable).parent / "krx"))
+                     .replace("%h/", f"{tmp_path}/"))
+    r = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and unit not in r.stderr, r.stderr
