@@ -68,7 +68,7 @@ class Finding:
 def due_day(cal: calendar.TradingCalendar, now: dt.datetime, deadline: str) -> dt.date:
     """The last trading day whose cycle deadline has passed at `now`."""
     now = now.astimezone(TZ)
-    if cal.is_trading_day(now.date()) and now.strftime("%H:%M") >= deadline:
+    if cal.is_trading_day(now.date()) and now.time() >= dt.datetime.strptime(deadline, "%H:%M").time():
         return now.date()
     return cal.previous_trading_day(now.date() - dt.timedelta(days=1))
 
@@ -175,8 +175,7 @@ def findings(home: Home, app: Mapping[str, Any], now: dt.datetime) -> list[Findi
     cfg = app["watchdog"]
     out: list[Finding | None] = []
     try:
-        cal = calendar.TradingCalendar(app["calendar"]["extra_closures"], app["calendar"]["confirmed_open"])
-        day = due_day(cal, now, cfg["cycle_deadline"])
+        day = due_day(calendar.load(home), now, cfg["cycle_deadline"])
     except ValueError as exc:  # a date outside the calendar: the two date checks cannot be made, and say so
         out.append(Finding("CYCLE_LATE", f"cannot tell which trading day is due: {exc}"))
     else:
@@ -271,11 +270,10 @@ def _when(text: str | None) -> dt.datetime | None:
         return None
 
 
-def run(home: Home, *, now: dt.datetime | None = None, app: Mapping[str, Any] | None = None,
-        notify: Mapping[str, Any] | None = None) -> int:
-    """One watchdog run; the exit code (0 all clear, 3 an incident open, 2 another run holds the lock)."""
-    app = app or config.load("app", home)
-    notify = notify or config.load("notify", home)
+def run(home: Home, *, now: dt.datetime | None = None) -> int:
+    """One watchdog run at `now` (default: the clock; the tests inject it); the exit code (0 all clear, 3 an
+    incident open, 2 another run holds the lock)."""
+    app, notify = config.load("app", home), config.load("notify", home)
     host = socket.gethostname() or "nas"
     with statefile.locked(home, "watchdog", wait=False) as got:
         if not got:
