@@ -200,8 +200,12 @@ def _load(home: Home) -> tuple[dict[str, dict], str | None]:
         data = statefile.load(path, SCHEMA)
         incidents = {} if data is None else data.get("incidents")
         if not isinstance(incidents, dict) or not all(
-                isinstance(v, dict) and isinstance(v.get("opened_at"), str) for v in incidents.values()):
-            raise statefile.unreadable(path, "incidents: expected an object of {opened_at, ...} records")
+                isinstance(v, dict) and isinstance(v.get("opened_at"), str) and "notified_at" in v
+                and isinstance(v["notified_at"], str | None) for v in incidents.values()):
+            raise statefile.unreadable(path, "incidents: expected an object of {opened_at, notified_at, ...} records")
+        for code, inc in incidents.items():
+            inc.update(code=code, restarts=inc.get("restarts") if isinstance(inc.get("restarts"), int) else 0,
+                       not_sent=inc.get("not_sent"))
         return incidents, None
     except OpsError as exc:
         aside = path.with_name(f".{STATE_FILE}.damaged-{seoul_now():%Y%m%d%H%M%S}-{os.getpid()}")
@@ -265,9 +269,10 @@ def _error_line(code: str, message: str) -> None:
 
 def _when(text: str | None) -> dt.datetime | None:
     try:
-        return dt.datetime.fromisoformat(text) if text else None
+        when = dt.datetime.fromisoformat(text) if text else None
     except ValueError:
         return None
+    return when if when and when.tzinfo else None
 
 
 def run(home: Home, *, now: dt.datetime | None = None) -> int:
@@ -339,7 +344,11 @@ def run(home: Home, *, now: dt.datetime | None = None) -> int:
             events.append_quietly(home, "WATCHDOG_INCIDENT_CLEARED", code=code, opened_at=inc["opened_at"],
                                   recovery_sent=inc["notified_at"] is not None)
 
-        statefile.save(state_path(home), {"schema": SCHEMA, "updated_at": stamp, "incidents": incidents})
+        try:
+            statefile.save(state_path(home), {"schema": SCHEMA, "updated_at": stamp, "incidents": incidents})
+        except OSError as exc:  # a full disk (DISK_LOW) must not hide the findings: the next run may repeat them
+            event(_log, "WATCHDOG_STATE_UNWRITABLE", f"{state_path(home)}: {type(exc).__name__}: {exc}; the next run "
+                  "may repeat this run's messages", rc=EXIT_FAILED, level=logging.ERROR)
     for code, f in found.items():
         print(f"OPEN  {code}: {f.message}")
     print(f"watchdog: {len(found)} incident(s) open" if found else "watchdog: all clear")
