@@ -107,6 +107,25 @@ def _loopback_url(v: Any) -> str | None:
     return None if ok else "a loopback URL with a port, e.g. http://127.0.0.1:29443 (Phase 0: mock only)"
 
 
+def _health_url(v: Any) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(v)
+        ok = v == "" or (url.scheme in ("http", "https") and bool(url.hostname) and (url.port or 0) >= 0)
+    except (TypeError, ValueError):
+        ok = False
+    return None if ok else 'an http(s) URL, e.g. http://127.0.0.1:8000/api/ops/health, or "" (not checked)'
+
+
+def _argv(v: Any) -> str | None:
+    # a list, never a string a shell would split: no quoting, no injection, and the program named by its full path
+    # (cron's PATH is minimal and must not choose which program runs)
+    ok = isinstance(v, list) and all(isinstance(a, str) and a and "\0" not in a for a in v) and \
+        (not v or os.path.isabs(v[0]))
+    return None if ok else "a list: a program by its absolute path, then its arguments (no shell), or [] (none)"
+
+
 def _env_name(v: Any) -> str | None:
     return None if isinstance(v, str) and v.replace("_", "").isalnum() and v.isupper() else \
         "an environment variable name (A-Z, 0-9, _)"
@@ -186,6 +205,12 @@ RULES: dict[str, dict[str, Rule]] = {
         "real_path.approval_ttl_hours": between(1, 168),
         "real_path.window_max_minutes": between(1, 120),
         "real_path.max_real_executions": between(1, 10),
+        "watchdog.cycle_deadline": _hhmm,
+        "watchdog.heartbeat_max_age_s": between(0, 30 * 86_400),
+        "watchdog.health_timeout_s": between(0.1, 120),
+        "watchdog.health.*": _health_url,
+        "watchdog.restart_timeout_s": between(1, 3600),
+        "watchdog.restart.*": _argv,
         "live_fire.weekday": choice("MON", "TUE", "WED", "THU", "FRI"),
         "live_fire.start": _hhmm,
         "live_fire.end": _hhmm,

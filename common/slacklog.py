@@ -89,6 +89,8 @@ class SlackErrorHandler(logging.Handler):
             return False
         if threading.current_thread() is self._thread:  # whatever the sending itself logs
             return False
+        if getattr(record, "own_slack_message", False):  # the job posts it itself, once (the watchdog's incidents)
+            return False
         name = record.name
         if any(name == p or name.startswith(p + ".") for p in IGNORED_LOGGERS):
             return False

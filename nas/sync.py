@@ -9,7 +9,8 @@ results and receipts to a second place (a backup share, a viewer).
         reports/ops/ (receipts, summary), reports/phase_c/ (trading's reconcile) and every result folder
         reports/done/<id>/ the remote lacks -> SPEC
     krx sync pull --via rsync --remote SPEC [--delete] [--rsh CMD] [--bwlimit KBPS]
-        every result folder SPEC/reports/done/<id>/ this home lacks -> reports/done/
+        every result folder SPEC/reports/done/<id>/ this home lacks -> reports/done/, and the worker heartbeats
+        SPEC/reports/ops/heartbeat/*.json (common.heartbeat) -> reports/ops/heartbeat/
     krx sync push --via git [--remote NAME_OR_URL] [--branch NAME]
         commit reports/done/, reports/ops/ and reports/phase_c/ in the home's own git repository (created when
         missing) and push
@@ -186,6 +187,13 @@ def rsync_pull(home: Home, spec: Spec, rs: Rsync, *, delete: bool, retry_cfg: di
         details=lambda r: f"published {len(r[0])} into {home.queue('done')}"
                           + (f"; {len(r[1])} were there already" if r[1] else ""))
     local.drop(f"reports/{staging}")
+    # the PC worker's heartbeat for the watchdog (common.heartbeat): a few small files, each replaced whole; a
+    # remote without them transfers nothing
+    step("SYNC_HEARTBEAT", rs.run, "heartbeat", [
+        "--delay-updates", "--prune-empty-dirs", "--exclude=/ops/heartbeat/.*", "--include=/ops/",
+        "--include=/ops/heartbeat/", "--include=/ops/heartbeat/*.json", "--exclude=*",
+        spec.arg("reports", slash=True), f"{home.reports}/"],
+        retry_cfg=retry_cfg, details=f"{spec.arg('reports', 'ops', 'heartbeat')} -> {home.reports / 'ops'}")
 
     removed: list[str] = []
     if delete:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from common import config, events, log, safeio, schemas
+from common import config, events, heartbeat, log, safeio, schemas
 from common.errors import EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.queue import Queue
@@ -293,6 +293,7 @@ class Worker:
             for job in active:
                 if not job.settled and not self.queue.heartbeat(job.claim):
                     job.lost.set()
+            heartbeat.beat(self.queue.inbox.parent)  # for the NAS's watchdog (reports/ops/heartbeat/)
             if self._hard.wait(self.settings.heartbeat_s):
                 return
 

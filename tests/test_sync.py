@@ -143,7 +143,7 @@ def test_pull_fetches_new_results_into_the_home(home: Home, pc: Home) -> None:
 
     r = krx("sync", "pull", "--remote", str(pc.root), home=home)
     assert r.returncode == 0, r.stderr
-    assert events(r.stderr) == ["SYNC_START", "SYNC_RESULTS", "SYNC_PUBLISH", "SYNC_DONE"]
+    assert events(r.stderr) == ["SYNC_START", "SYNC_RESULTS", "SYNC_PUBLISH", "SYNC_HEARTBEAT", "SYNC_DONE"]
     assert "fetched 1 results" in r.stderr
     assert tree(home.queue("done") / "r2") == tree(pc.queue("done") / "r2")
     assert tree(mine) == before
@@ -159,6 +159,20 @@ def test_pull_fetches_new_results_into_the_home(home: Home, pc: Home) -> None:
     r = krx("sync", "pull", "--remote", str(empty.root), "--delete", home=home)
     assert r.returncode == 3 and "refusing to delete" in r.stderr
     assert sorted(p.name for p in home.queue("done").iterdir()) == ["r1", "r2"]
+
+
+def test_pull_brings_the_workers_heartbeat_for_the_watchdog(home: Home, pc: Home) -> None:
+    from common import heartbeat
+
+    beat = heartbeat.write(pc.reports)
+    (beat.parent / ".half.json.tmp").write_text("half")  # an atomic write in progress: never copied
+    work_in_progress(pc)
+    r = krx("sync", "pull", "--remote", str(pc.root), home=home)
+    assert r.returncode == 0, r.stderr
+    assert tree(heartbeat.folder(home.reports)) == {beat.name: tree(beat.parent)[beat.name]}
+    assert sorted(p.name for p in (home.reports / "ops").iterdir()) == ["heartbeat"]  # nothing else of reports/ops
+    got, want = heartbeat.latest(home.reports)[0], heartbeat.read(beat)
+    assert got is not None and (got.host, got.pid, got.at) == (want.host, want.pid, want.at)
 
 
 def test_host_path_through_a_remote_shell(home: Home, pc: Home, tmp_path: Path, fake_ssh: str) -> None:

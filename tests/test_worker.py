@@ -99,7 +99,9 @@ def test_custom_inbox_and_out_folders(home: Home, workers: Workers, tmp_path: Pa
     proc = workers.start("--once", "--inbox", str(share / "in"), "--out", str(tmp_path / "results"))
     assert proc.wait(30) == 0, workers.log(proc)
     assert (tmp_path / "results" / "req-0001" / "result.json").is_file()
-    assert sorted(os.listdir(share)) == ["failed", "in", "processing"]
+    # beside the inbox: the queue's folders, and ops/heartbeat/ (the worker's heartbeat for the NAS's watchdog)
+    assert sorted(os.listdir(share)) == ["failed", "in", "ops", "processing"]
+    assert os.listdir(share / "ops") == ["heartbeat"]
 
 
 def test_hostile_inputs_end_in_failed_and_the_worker_stays_alive(home: Home, q: Queue, workers: Workers,

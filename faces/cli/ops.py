@@ -20,6 +20,7 @@ Every command first completes a live fire's lockdown that a killed process left 
   krx ops summary                          write reports/ops/summary/ops_summary_latest.json
   krx ops status                           the summary as a table, exit 0
   krx ops daily-summary [--force]          the day's Slack summary (after the cycle), once a day
+  krx ops watchdog                         dead-man checks: 0 all clear, 3 an incident open (nas.watchdog)
   krx ops self-test                        required secrets present? 0 complete, 1 not
 """
 
@@ -94,6 +95,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub.add_parser("self-test", help="which required secrets are present (never their values)")
     s = sub.add_parser("daily-summary", help="post the day's summary to Slack (once a day; after the cycle)")
     s.add_argument("--force", action="store_true", help="send it again although it went out today")
+    sub.add_parser("watchdog", help="dead-man checks (cron every 15 minutes): one Slack ERROR per incident, one "
+                   "recovery; exit 0 all clear, 3 an incident open")
 
 
 def _show_switch(item: switches.Switch | switches.Gate) -> None:
@@ -308,4 +311,9 @@ def run(args: argparse.Namespace) -> int:
 
         log.setup_logging("ops", home)
         return daily_summary.send(home, config.load("notify", home), force=args.force)
+    if cmd == "watchdog":
+        from nas import watchdog
+
+        log.setup_logging("watchdog", home)
+        return watchdog.run(home)
     raise AssertionError(f"unknown ops subcommand {cmd}")
