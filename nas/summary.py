@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from common import atomic, config, events, formats, log, safeio, switches, window
+from common.errors import OpsError
 from common.home import DEFAULT_CONFIGS, Home
 
 SCHEMA = formats.OPS_SUMMARY
@@ -218,6 +219,19 @@ def _secrets_risk(app: dict, notify: dict, env: Mapping[str, str] | None) -> dic
         ["krx ops self-test"])
 
 
+def _watchdog_risks(home: Home) -> list[dict]:
+    """The dead-man checks' open incidents (krx ops watchdog), each a HIGH risk; a damaged state file is one."""
+    from nas import watchdog
+
+    ref = _rel(home, watchdog.state_path(home))
+    try:
+        return [_risk(f"WATCHDOG_{inc['code']}", "HIGH", f"since {inc.get('opened_at')}: {inc.get('message', '')}",
+                      [ref]) for inc in watchdog.open_incidents(home)]
+    except OpsError as exc:
+        return [_risk("WATCHDOG_STATE_UNREADABLE", "HIGH", f"{exc.message} (the next watchdog run sets it aside)",
+                      [ref])]
+
+
 def _disk_risk(home: Home, min_free_mb: float) -> dict | None:
     try:
         free_mb = shutil.disk_usage(home.root).free // (1024 * 1024)
@@ -256,7 +270,7 @@ def build(home: Home, now: dt.datetime | None = None, env: Mapping[str, str] | N
         _data_stale(home, now, cal), _calendar_disagreement(home, now, cal),
         _queue_backlog(home, float(ops_cfg["queue_backlog_hours"]), now), _failed_requests(home),
         _secrets_risk(configs["app"], configs["notify"], env) if configs else None,
-        _disk_risk(home, ops_cfg["min_free_disk_mb"]),
+        _disk_risk(home, ops_cfg["min_free_disk_mb"]), *_watchdog_risks(home),
     ]
     risks = sorted((r for r in candidates if r), key=lambda r: SEVERITY_ORDER.get(r["severity"], 9))
     return {

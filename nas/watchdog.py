@@ -193,6 +193,17 @@ def state_path(home: Home) -> Path:
     return home.state / STATE_FILE
 
 
+def open_incidents(home: Home) -> list[dict]:
+    """The incidents open (not yet cleared) as the last run left them, read only (for `krx ops status`).
+    Raises OpsError STATE_UNREADABLE for a damaged file; the next watchdog run moves that aside."""
+    data = statefile.load(state_path(home), SCHEMA)
+    incidents = {} if data is None else data.get("incidents")
+    if not isinstance(incidents, dict):
+        raise statefile.unreadable(state_path(home), "incidents: expected an object")
+    return [{"code": code, **inc} for code, inc in sorted(incidents.items())
+            if isinstance(inc, dict) and not inc.get("cleared_at")]
+
+
 def _load(home: Home) -> tuple[dict[str, dict], str | None]:
     """(the open incidents, None), or ({}, what was wrong) after moving an untrustworthy file aside."""
     path = state_path(home)

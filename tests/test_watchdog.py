@@ -410,3 +410,21 @@ def test_systemd_units_restart_on_failure_and_run_a_real_command(unit: str, tmp_
                      .replace("%h/", f"{tmp_path}/"))
     r = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and unit not in r.stderr, r.stderr
+
+
+def test_open_incidents_are_risks_of_the_ops_summary(wd: Home, server: SlackServer) -> None:
+    from nas import summary
+
+    def watchdog_risks() -> list[str]:
+        return [r["code"] for r in summary.build(wd, now=at(MONDAY, "20:40"))["top_risks"]
+                if r["code"].startswith("WATCHDOG_")]
+
+    store_until(wd, FRIDAY)
+    assert watchdog.run(wd, now=at(MONDAY, "20:30")) == 3
+    assert watchdog_risks() == ["WATCHDOG_STORE_BEHIND"]
+    store_until(wd, MONDAY)
+    assert watchdog.run(wd, now=at(MONDAY, "20:45")) == 0
+    assert watchdog_risks() == []
+    watchdog.state_path(wd).write_text("{not json")
+    assert watchdog_risks() == ["WATCHDOG_STATE_UNREADABLE"]
+    assert watchdog.state_path(wd).exists()  # reading it for the summary moves nothing
