@@ -30,6 +30,8 @@ OPS_RUN_RECEIPT = "ops_run_receipt/1"
 PREFLIGHT_TICKET = "preflight_ticket/1"
 OPS_SUMMARY = "ops_summary/1"
 DAILY_SUMMARY = "daily_summary/1"
+OPS_STATUS = "ops_status/1"
+LIVE_CYCLE_RECEIPT = "live_cycle_receipt/1"
 WATCHDOG_STATE = "watchdog_state/1"
 WORKER_HEARTBEAT = "worker_heartbeat/1"
 # switches, operators and the REAL path (state/)
@@ -63,6 +65,9 @@ FORMATS: tuple[Format, ...] = (
     Format(OPS_SUMMARY, "reports/ops/summary/ops_summary_latest.json", "nas/summary.py", "the ops API, scripts"),
     Format(DAILY_SUMMARY, "reports/ops/daily_summary/<YYYY-MM-DD>.json",
            "nas/daily_summary.py", "nas/daily_summary.py"),
+    Format(OPS_STATUS, "(an answer, not a file: GET /api/status)", "nas/status.py", "the dashboard, scripts"),
+    Format(LIVE_CYCLE_RECEIPT, "reports/ops/live/", "krx ops live-cycle (nas/live_cycle.py)",
+           "GET /api/live/cycle/latest, check_live_cycle.sh"),
     Format(WATCHDOG_STATE, "state/watchdog.json", "krx ops watchdog (nas/watchdog.py)", "krx ops watchdog"),
     Format(WORKER_HEARTBEAT, "reports/ops/heartbeat/<host>.json", "krx worker (common/heartbeat.py)",
            "krx ops watchdog"),
