@@ -189,9 +189,9 @@ def test_health_is_503_when_the_state_is_not_sane(api: Api) -> None:
 
 
 def test_events_by_correlation_id(api: Api) -> None:
-    events.append(api.home, "OPS_STEP", correlation_id="20240628-momentum_topN_v1", step="scan")
-    events.append(api.home, "OPS_STEP", correlation_id="20240627-momentum_topN_v1", step="scan")
+    events.append(api.home, "ops_step", correlation_id="20240628-momentum_topN_v1", step="scan")
+    events.append(api.home, "ops_step", correlation_id="20240627-momentum_topN_v1", step="scan")
     rows = api.client.get("/api/events", params={"correlation_id": "20240628-momentum_topN_v1"}).json()["rows"]
-    assert [(e["event"], e["correlation_id"]) for e in rows] == [("OPS_STEP", "20240628-momentum_topN_v1")]
+    assert [(e["event"], e["correlation_id"]) for e in rows] == [("ops_step", "20240628-momentum_topN_v1")]
     assert len(api.client.get("/api/events", params={"limit": 2}).json()["rows"]) == 2
     assert api.client.get("/api/events", params={"limit": 0}).status_code == 422
