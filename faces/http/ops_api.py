@@ -194,7 +194,7 @@ def router(home: Home) -> APIRouter:
     def get_self_test() -> dict:
         from nas import selftest
 
-        reqs = selftest.requirements(home)
+        reqs = selftest.home_requirements(home)
         return {"complete": not selftest.missing(reqs), "missing": [x.channel for x in selftest.missing(reqs)],
                 "requirements": [x.to_dict() for x in reqs]}
 
