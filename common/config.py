@@ -107,6 +107,18 @@ def _loopback_url(v: Any) -> str | None:
     return None if ok else "a loopback URL with a port, e.g. http://127.0.0.1:29443 (Phase 0: mock only)"
 
 
+def _http_url(v: Any) -> str | None:
+    """"" (unset) or an http(s) URL with a host: where `krx request` reaches the PC's backtest API."""
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(v)
+        ok = v == "" or (url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0)
+    except (TypeError, ValueError, AttributeError):
+        ok = False
+    return None if ok else '"" or an http URL, e.g. http://pc:8000'
+
+
 def _env_name(v: Any) -> str | None:
     return None if isinstance(v, str) and v.replace("_", "").isalnum() and v.isupper() else \
         "an environment variable name (A-Z, 0-9, _)"
@@ -173,7 +185,10 @@ RULES: dict[str, dict[str, Rule]] = {
         "worker.settle_s": between(0, 3600),
         "worker.max_request_bytes": between(1024, 1 << 30),
         "worker.stop_grace_s": between(0, 3600),
+        "worker.http.port": between(1, 65535),
         "request.years": between(1, 50),
+        "request.via": _http_url,
+        "request.http_timeout_s": between(0.1, 600),
         "sweep.workers": between(0, 1024),
         "sync.via": choice("rsync", "git"),
         "sync.io_timeout_s": between(1, 86_400),
