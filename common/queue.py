@@ -67,6 +67,11 @@ def is_valid_id(value: Any) -> bool:
             and not value.endswith(ERROR_SUFFIX.removesuffix(".json")))
 
 
+def encode(request: Mapping[str, Any]) -> bytes:
+    """A request as the queue stores it (and as `krx request --via` sends it): UTF-8 JSON, dates as text."""
+    return (json.dumps(dict(request), ensure_ascii=False, indent=2, default=str) + "\n").encode("utf-8")
+
+
 def new_owner() -> str:
     """A worker's name in claim and temp-folder names: host, pid and a random tag (no "." and no "@")."""
     host = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname() or "host").strip("-")[:40] or "host"
@@ -265,7 +270,7 @@ class Queue:
             return False
         self.inbox.mkdir(parents=True, exist_ok=True)
         tmp = self.inbox / f".{request_id}.tmp"
-        data = (json.dumps(dict(request), ensure_ascii=False, indent=2, default=str) + "\n").encode("utf-8")
+        data = encode(request)
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
