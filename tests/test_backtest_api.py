@@ -102,6 +102,17 @@ def test_query_parameters_make_the_same_request_as_a_body(home: Home, workers: W
     assert sent["id"] == request_id and runs(home.root, request_id) == 1
 
 
+def test_a_failed_request_says_why_and_has_no_report(home: Home, workers: Workers, token: str) -> None:
+    _, url = serve(workers, "--max-attempts", "1", job="failing")
+    answer = httpx.post(f"{url}/backtest", json=make_request(home, 3), headers={"Authorization": f"Bearer {token}"},
+                        timeout=30)
+    assert answer.status_code == 202
+    failed = wait_status(url, "req-0003", "failed")
+    assert failed["error"]["error_code"] == "JOB_FAILED" and "no data for ALL" in failed["error"]["message"]
+    report = httpx.get(f"{url}/backtest/req-0003/report", timeout=10)
+    assert (report.status_code, report.json()["code"]) == (409, "NOT_DONE")
+
+
 HOSTILE = [  # (what, query, body bytes or None, status, code, field)
     ("bad JSON", {}, b'{"schema": "backtest_request/1", "id": ', 400, "INVALID_JSON", None),
     ("not an object", {}, b"[1, 2]", 422, "INVALID_REQUEST", None),

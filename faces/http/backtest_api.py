@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from common import config, events, log, safeio, schemas
 from common.errors import FAILED, OpsError
 from common.home import Home
-from common.queue import SUFFIX, Queue, is_valid_id
+from common.queue import ERROR_SUFFIX, Queue, is_valid_id
 from faces.http import auth, install_error_handlers
 
 BODY = "request body"  # how refusals name a POSTed request (a queue file is named by its file name)
@@ -102,7 +102,7 @@ def _status(queue: Queue, request_id: str, base: str) -> dict:
                    report_url=f"{base}backtest/{request_id}/report")
     elif where == "failed":
         try:
-            record = _read_json(queue.failed / f"{request_id}.error{SUFFIX}")
+            record = _read_json(queue.failed / f"{request_id}{ERROR_SUFFIX}")
         except OpsError:  # the request moved a moment before its record: the status says enough
             record = {}
         out["error"] = {k: record.get(k) for k in ("error_code", "message", "attempts", "field") if k in record}
