@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_backtest import ETF, PARITY, rel_diff, synthetic_market  # noqa: E402
 
 from common import schemas, strategy  # noqa: E402
-from pc import backtest, sweep  # noqa: E402
+from pc import backtest, grid, sweep  # noqa: E402
 
 FULL_GRID = {"top_n": [5, 10, 20, 30], "lookbacks": [[21, 63, 126], [63, 126, 252], [21, 63, 252], [42, 126, 252]],
              "regime.enabled": [True, False], "sell_rules.enabled": [True, False]}
@@ -48,17 +48,17 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def runs_of(grid: dict, extra: dict, index: pd.DatetimeIndex) -> tuple[list[sweep.Run], object]:
+def runs_of(grid: dict, extra: dict, index: pd.DatetimeIndex) -> tuple[list[grid.Run], object]:
     """The grid's runs with `extra` overrides; every run reports from the hungriest run's warm-up on."""
     runs = []
     for i, (values, overrides) in enumerate(schemas.grid_runs(grid)):
         params = backtest.strategy_params(backtest.DEFAULT_STRATEGY, {**extra, **overrides})
-        runs.append(sweep.Run(f"run{i:03d}", values, overrides, params, index[0].date()))
+        runs.append(grid.Run(f"run{i:03d}", values, overrides, params, index[0].date()))
     first = max(strategy.warmup_rows(r.params) for r in runs)
     return runs, index[min(first, len(index) - 1)].date()
 
 
-def on_dask(panel: sweep.Panel, runs: list[sweep.Run], first_day: object, workers: int) -> dict:
+def on_dask(panel: sweep.Panel, runs: list[grid.Run], first_day: object, workers: int) -> dict:
     t0 = time.perf_counter()
     with sweep.dask_client(workers=workers) as client:
         up = time.perf_counter() - t0

@@ -23,12 +23,12 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from common import atomic, safeio
+from common import atomic, formats, safeio
 from common.home import Home
 
 KEY_ENV = "KRX_EVENT_LOG_KEY"
 KEY_FILE_ENV = "KRX_EVENT_LOG_KEY_FILE"
-SCHEMA = "event_checkpoint/1"
+SCHEMA = formats.EVENT_CHECKPOINT
 HEAD_NAME = "events.head.json"
 EXPORT_NAME = "event_log_checkpoint.json"
 

@@ -11,12 +11,12 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from common import statefile
+from common import formats, statefile
 from common.errors import REFUSED, OpsError
 from common.home import Home
 
 FILE = "approvals.json"
-SCHEMA = "approvals/1"
+SCHEMA = formats.APPROVALS
 REAL_ENABLE = "real_enable"
 PENDING, USED, EXPIRED = "PENDING", "USED", "EXPIRED"
 KEYS = ("1", "2")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from common import formats
 from common.errors import AlertorError
 from common.schemas import is_date
 
@@ -28,7 +29,7 @@ TRADE_COLUMNS = ["date", "ticker", "side", "shares", "price", "value", "commissi
 POSITION_COLUMNS = ["ticker", "shares", "entry_date", "entry_price", "close", "value"]
 DELISTED = "DELISTED"
 ETF = "ETF"
-STATE_SCHEMA = "portfolio/2"
+STATE_SCHEMA = formats.PORTFOLIO
 
 
 class BookStateError(AlertorError, ValueError):

@@ -12,8 +12,9 @@ import datetime as dt
 import functools
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -150,7 +151,8 @@ def _library_days() -> tuple[pd.DatetimeIndex, pd.DatetimeIndex, np.ndarray]:
     return sessions, closed, names
 
 
-def load(home: Home | None = None) -> TradingCalendar:
-    """The calendar with the extra closures and confirmed sessions configured in the home's app.yaml."""
-    cfg = config.load("app", home)["calendar"]
+def load(home: Home | None = None, cfg: Mapping[str, Any] | None = None) -> TradingCalendar:
+    """The calendar with the extra closures and confirmed sessions of app.yaml's `calendar` section: `cfg` when
+    the command has loaded it already, else read from the home's app.yaml."""
+    cfg = config.load("app", home)["calendar"] if cfg is None else cfg
     return TradingCalendar(cfg["extra_closures"], cfg["confirmed_open"])

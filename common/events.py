@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,8 @@ def _last_link(last: bytes) -> tuple[int, str]:
         # verify() reports the damaged line; chaining to its raw bytes keeps every later line verifiable
         return -1, hashlib.sha256(last).hexdigest()
 
+NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
 
 def append_quietly(home: Home | str | os.PathLike, event: str, *, correlation_id: str | None = None,
                    level: int = logging.WARNING, **fields: Any) -> str | None:
@@ -120,7 +123,12 @@ def append_quietly(home: Home | str | os.PathLike, event: str, *, correlation_id
 
 
 def append(home: Home | str | os.PathLike, event: str, *, correlation_id: str | None = None, **fields: Any) -> dict:
-    """Append one event and return the record as written (with `seq`, `ts`, `by`, `prev_hash`, `hash`)."""
+    """Append one event and return the record as written (with `seq`, `ts`, `by`, `prev_hash`, `hash`).
+
+    Event names are lower snake_case (`scan_done`, `alert_sent`, `emergency_stop_on`), as the trade flow's names
+    in the runbook are; UPPERCASE tags belong to log lines (common.log), so the two are never confused."""
+    if not NAME_RE.fullmatch(event):
+        raise ValueError(f"event name {event!r}: expected lower snake_case like alert_sent")
     home = Home.of(home)
     clash = [k for k in fields if k in RESERVED]
     if clash:
@@ -185,7 +193,7 @@ def reanchor(home: Home | str | os.PathLike, reason: str) -> tuple[Path, dict]:
             os.replace(path, aside)
         for found, _record, _why in anchor.anchors(home):
             Path(found).unlink(missing_ok=True)
-    first = append(home, "EVENT_LOG_REANCHORED", previous_log=aside.name, previous_verify=message, reason=reason)
+    first = append(home, "event_log_reanchored", previous_log=aside.name, previous_verify=message, reason=reason)
     export_checkpoint(home)
     return aside, first
 

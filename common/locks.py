@@ -135,3 +135,8 @@ def job_lock_path(home: Home, name: str) -> Path:
 def job_lock(home: Home, name: str, wait_s: float | None = None) -> contextlib.AbstractContextManager[None]:
     """The lock of one daily job (ingest, alert, daily), shared with the cron wrapper's `--lock NAME`."""
     return locked(job_lock_path(home, name), wait_s)
+
+
+def home_lock(home: Home, name: str) -> contextlib.AbstractContextManager[bool]:
+    """A non-blocking lock on state/.<name>.lock: False when another run of this home holds it (sync, retention)."""
+    return attempt(home.state / f".{name}.lock")

@@ -20,13 +20,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common import events, statefile
+from common import events, formats, statefile
 from common.errors import FAILED, REFUSED, OpsError
 from common.home import Home
 from common.log import now as clock_now
 
 FILE = "operators.json"
-SCHEMA = "operators/1"
+SCHEMA = formats.OPERATORS
 TOKEN_ENV = "KRX_OPERATOR_TOKEN"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_TOKEN_FILE = 4096
@@ -81,7 +81,7 @@ def add(home: Home, name: str, *, by: str | None = None, now: dt.datetime | None
         at = (now or clock_now()).isoformat(timespec="seconds")
         ops[name] = {"token_sha256": _digest(token), "created_at": at, "created_by": by or events.who()}
         _save(home, ops)
-    events.append(home, "OPERATOR_ADDED", operator=by, name=name)
+    events.append(home, "operator_added", operator=by, name=name)
     return _public(name, ops[name]), token
 
 
@@ -93,7 +93,7 @@ def remove(home: Home, name: str, *, by: str | None = None) -> Operator:
             raise OpsError("UNKNOWN_OPERATOR", f"no operator named {name!r}", REFUSED)
         rec = ops.pop(name)
         _save(home, ops)
-    events.append(home, "OPERATOR_REMOVED", operator=by, name=name)
+    events.append(home, "operator_removed", operator=by, name=name)
     return _public(name, rec)
 
 
@@ -110,17 +110,17 @@ def identify(home: Home, token: str | None, *, action: str) -> str:
     """The name of the operator holding `token`; refuses (OPERATOR_REQUIRED, UNKNOWN_OPERATOR) and logs it."""
     token = (token or "").strip()
     if not token:
-        events.append(home, "OPERATOR_REFUSED", action=action, code="OPERATOR_REQUIRED")
+        events.append(home, "operator_refused", action=action, code="OPERATOR_REQUIRED")
         raise OpsError("OPERATOR_REQUIRED", f"{action} needs an operator: set {TOKEN_ENV} or give --token-file")
     try:
         ops = _load(home)
     except OpsError as exc:
-        events.append(home, "OPERATOR_REFUSED", action=action, code=exc.code)
+        events.append(home, "operator_refused", action=action, code=exc.code)
         raise
     digest = _digest(token)
     found = [n for n, rec in ops.items() if hmac.compare_digest(rec["token_sha256"], digest)]
     if len(found) != 1:
-        events.append(home, "OPERATOR_REFUSED", action=action, code="UNKNOWN_OPERATOR")
+        events.append(home, "operator_refused", action=action, code="UNKNOWN_OPERATOR")
         raise OpsError("UNKNOWN_OPERATOR", f"{action}: the operator token matches no operator")
     return found[0]
 

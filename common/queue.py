@@ -28,13 +28,9 @@ common.schemas), no watching (see pc.worker).
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
-import re
-import secrets
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -42,15 +38,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import atomic, safeio
+from common import atomic, formats, safeio
 from common.home import Home
 from common.log import now
+from common.queue_names import (
+    ERROR_SUFFIX,
+    ID_RE,
+    SEP,
+    SUFFIX,
+    Claim,
+    Entry,
+    Recovered,
+    failed_stem,
+    is_valid_id,
+    is_valid_owner,
+    parse_claim_name,
+    parse_pending_name,
+    pending_name,
+)
 
-ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
-SEP = "@"
-SUFFIX = ".json"
-ERROR_SUFFIX = ".error.json"
-ERROR_SCHEMA = "queue_error/1"
+ERROR_SCHEMA = formats.QUEUE_ERROR
 _WINDOWS = sys.platform == "win32"
 # What a lost race looks like: the source is gone; on Windows a rename also refuses an existing target and a file
 # another process holds open (an SMB copy still in progress). On POSIX a PermissionError is a real fault.
@@ -59,102 +66,9 @@ LOST_RACE: tuple[type[OSError], ...] = (
 )
 
 
-def is_valid_id(value: Any) -> bool:
-    """A request id is a safe file name: `[A-Za-z0-9._-]{1,128}`, not starting with "." (hidden names are never
-    read: pending/.<id>.json would never run nor fail; this also refuses "." and ".."), and not ending with
-    ".error" (failed/<id>.error.json is the error record of request <id>)."""
-    return (isinstance(value, str) and ID_RE.fullmatch(value) is not None and not value.startswith(".")
-            and not value.endswith(ERROR_SUFFIX.removesuffix(".json")))
-
-
 def encode(request: Mapping[str, Any]) -> bytes:
     """A request as the queue stores it (and as `krx request --via` sends it): UTF-8 JSON, dates as text."""
     return (json.dumps(dict(request), ensure_ascii=False, indent=2, default=str) + "\n").encode("utf-8")
-
-
-def new_owner() -> str:
-    """A worker's name in claim and temp-folder names: host, pid and a random tag (no "." and no "@")."""
-    host = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname() or "host").strip("-")[:40] or "host"
-    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def _is_valid_owner(value: str) -> bool:
-    return re.fullmatch(r"[A-Za-z0-9-]{1,80}", value) is not None
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A file waiting in the inbox. `valid_name` is False when the name is not `<id>[@<n>].json`; then `id` is
-    the raw file stem and the entry can only be failed."""
-
-    path: Path
-    id: str
-    attempts: int
-    valid_name: bool = True
-    kind: str = "file"  # or symlink, directory, fifo, device, socket: never read, only failed
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A request claimed by `owner` for its attempt number `attempt` (1-based)."""
-
-    path: Path
-    id: str
-    attempt: int
-    owner: str
-
-
-@dataclass(frozen=True)
-class Recovered:
-    """What recover() did with one stale claim: "requeued", "failed" (max attempts) or "done" (already had a
-    result; only the claim was left)."""
-
-    claim: Claim
-    action: str
-    age_s: float
-
-
-def parse_pending_name(name: str) -> tuple[str, int] | None:
-    """`<id>.json` -> (id, 0); `<id>@<n>.json` -> (id, n); None for any other name."""
-    if not name.endswith(SUFFIX) or name.startswith("."):
-        return None
-    parts = name[: -len(SUFFIX)].split(SEP)
-    if len(parts) == 1 and is_valid_id(parts[0]):
-        return parts[0], 0
-    if len(parts) == 2 and is_valid_id(parts[0]) and parts[1].isdigit() and len(parts[1]) <= 6:
-        return parts[0], int(parts[1])
-    return None
-
-
-def parse_claim_name(name: str) -> tuple[str, int, str] | None:
-    """`<id>@<n>@<owner>.json` -> (id, n, owner); None for any other name."""
-    if not name.endswith(SUFFIX) or name.startswith("."):
-        return None
-    parts = name[: -len(SUFFIX)].split(SEP)
-    if len(parts) == 3 and is_valid_id(parts[0]) and parts[1].isdigit() and len(parts[1]) <= 6 \
-            and _is_valid_owner(parts[2]):
-        return parts[0], int(parts[1]), parts[2]
-    return None
-
-
-def _failed_stem(name: str) -> str:
-    """The stem an inbox file keeps in failed/: its own, unless it is too long for the names built on it
-    (`failed/.<stem>.<owner>.error.tmp` must fit the file system's 255 bytes); then its start and a hash of the
-    whole name; a name that is not plain ASCII gets the same, made of safe characters. The error record keeps the
-    original name (escaped where it is not UTF-8)."""
-    stem = name[: -len(SUFFIX)]
-    if not stem.isascii():  # not UTF-8 (surrogates) or exotic: a portable name, told apart by the hash below
-        stem = re.sub(r"[^A-Za-z0-9._-]", "_", safeio.show_name(stem))
-    elif len(os.fsencode(stem)) <= 128:
-        return stem
-    short = stem[:64]
-    while len(os.fsencode(short)) > 64:
-        short = short[:-1]
-    return f"{short}~{hashlib.sha256(os.fsencode(name)).hexdigest()[:16]}"
-
-
-def _pending_name(request_id: str, attempts: int) -> str:
-    return f"{request_id}{SUFFIX}" if attempts <= 0 else f"{request_id}{SEP}{attempts}{SUFFIX}"
 
 
 def _mtime(path: Path) -> float | None:
@@ -295,7 +209,7 @@ class Queue:
         """Rename the entry to processing/<id>@<n+1>@<owner>.json. None when another worker won."""
         if not entry.valid_name:
             raise ValueError(f"cannot claim {entry.path.name}: not a request file name")
-        if not _is_valid_owner(owner):
+        if not is_valid_owner(owner):
             raise ValueError(f"owner must match [A-Za-z0-9-]{{1,80}}, got {owner!r}")
         attempt = entry.attempts + 1
         target = self.processing / f"{entry.id}{SEP}{attempt}{SEP}{owner}{SUFFIX}"
@@ -371,7 +285,7 @@ class Queue:
         """Put a claim back into the inbox: counted (a failed try) or not (the worker is stopping)."""
         attempts = claim.attempt if count_attempt else claim.attempt - 1
         try:
-            os.replace(claim.path, self.inbox / _pending_name(claim.id, attempts))
+            os.replace(claim.path, self.inbox / pending_name(claim.id, attempts))
         except LOST_RACE:
             return False
         return True
@@ -409,7 +323,7 @@ class Queue:
 
     def fail_entry(self, entry: Entry, code: str, message: str, owner: str, **extra: Any) -> bool:
         """Move an inbox file straight to failed/ (it is invalid: it is never claimed nor run)."""
-        stem = _failed_stem(entry.path.name)
+        stem = failed_stem(entry.path.name)
         record = self._error_record(entry.id, code, message, entry.attempts, owner, entry.path.name, extra)
         return self._fail_move(entry.path, stem, owner, record)
 

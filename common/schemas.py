@@ -32,15 +32,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common import config, safeio
+from common import config, formats, safeio
 from common.errors import AlertorError
 from common.home import Home
 from common.log import now
-from common.queue import ID_RE, is_valid_id
+from common.queue_names import ID_RE, is_valid_id
 
-SCHEMA = "backtest_request/1"
-SCAN_RESULT = "scan_result/1"  # reports/signals/signals_<YYYYMMDD>.json: written by `krx scan`, read by `krx alert`
-SWEEP_SCHEMA = "backtest_sweep/1"
+SCHEMA = formats.BACKTEST_REQUEST
+SCAN_RESULT = formats.SCAN_RESULT
+SWEEP_SCHEMA = formats.BACKTEST_SWEEP
 MAX_SWEEP_RUNS = 1024  # a grid is checked combination by combination before any work: bounded
 DEFAULT_MAX_BYTES = 1_048_576
 INVALID_JSON, INVALID_REQUEST, STRATEGY_NOT_ALLOWED, TOO_LARGE = (

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from common import atomic, locks, safeio
+from common import atomic, formats, locks, safeio
 from common.errors import AlertorError
 from common.home import Home
 
@@ -117,7 +117,7 @@ class EodStore:
     def _write_manifest(self, dates: set[str], closed: set[str], source: str | None,
                         partial: dict | None = None) -> None:
         atomic.write_json(self.manifest_path, {
-            "schema": "eod_manifest/1", "source": source, "dates": sorted(dates), "closed": sorted(closed),
+            "schema": formats.EOD_MANIFEST, "source": source, "dates": sorted(dates), "closed": sorted(closed),
             **({"partial": dict(sorted(partial.items()))} if partial else {}),
         })
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common import atomic, events, safeio, window
+from common import atomic, events, formats, safeio, window
 from common.errors import REFUSED, OpsError
 from common.home import Home
 from common.log import now as clock_now
@@ -145,10 +145,10 @@ def _set_switch(home: Home | str | os.PathLike, name: str, filename: str, on: bo
     home = Home.of(home)
     reason = _check_reason(reason)
     channel = channel if on else None
-    record = {"schema": "switch/1", "name": name, "on": on, "by": operator or events.who(),
+    record = {"schema": formats.SWITCH, "name": name, "on": on, "by": operator or events.who(),
               "at": clock_now().isoformat(timespec="seconds"), "reason": reason, "channel": channel}
     replaced = _replace(home, filename, record)
-    events.append(home, f"{name.upper()}_{'ON' if on else 'OFF'}", switch=name, on=on, operator=operator,
+    events.append(home, f"{name}_{'on' if on else 'off'}", switch=name, on=on, operator=operator,
                   previous=current.on if current.readable else "unreadable", reason=reason, channel=channel,
                   **({} if current.readable else {"replaced_damaged": replaced or current.error}))
     return Switch(name, on, record["by"], record["at"], reason, channel=channel)
@@ -228,16 +228,16 @@ def set_gate(home: Home | str | os.PathLike, mode: str, reason: str, *, operator
         code, why = (("OPERATOR_REQUIRED", "it needs an operator") if not operator else
                      ("WINDOW_NOT_ACTIVE", "no real-enable window is ACTIVE") if active is None else ("", ""))
         if code:
-            events.append(home, "GATE_CHANGE_REFUSED", requested=mode, current=current.mode, reason=reason,
+            events.append(home, "gate_change_refused", requested=mode, current=current.mode, reason=reason,
                           operator=operator, code=code, why=why)
             raise SwitchError(f"gate: REAL_ENABLED is refused: {why}; it needs a window with a two-key approval "
                               f"(krx ops window request, then two operators approve); the gate stays {current.mode}",
                               code)
-    record = {"schema": "gate/1", "mode": mode, "by": operator or events.who(),
+    record = {"schema": formats.GATE, "mode": mode, "by": operator or events.who(),
               "at": (now or clock_now()).isoformat(timespec="seconds"), "reason": reason,
               "window_id": active["id"] if active else None}
     replaced = _replace(home, GATE_FILE, record)
-    events.append(home, "GATE_SET", mode=mode, previous=current.mode if current.readable else "unreadable",
+    events.append(home, "gate_set", mode=mode, previous=current.mode if current.readable else "unreadable",
                   reason=reason, operator=operator, window_id=record["window_id"],
                   **({} if current.readable else {"replaced_damaged": replaced or current.error}))
     return Gate(mode, record["by"], record["at"], reason, window_id=record["window_id"])

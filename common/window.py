@@ -23,13 +23,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common import approvals, config, events, operators, statefile
+from common import approvals, config, events, formats, operators, statefile
 from common.errors import FAILED, OpsError
 from common.home import Home
 from common.log import now as clock_now
 
 FILE = "windows.json"
-SCHEMA = "windows/1"
+SCHEMA = formats.WINDOWS
 PENDING_APPROVAL, ACTIVE, EXPIRED, CONSUMED = "PENDING_APPROVAL", "ACTIVE", "EXPIRED", "CONSUMED"
 LOCK = "windows"
 
@@ -123,7 +123,7 @@ def _refusing(home: Home, event: str, operator: str | None, **fields: Any) -> It
 def request(home: Home, minutes: int, reason: str, operator: str, *, now: dt.datetime | None = None) -> dict:
     """A new window (PENDING_APPROVAL) and its approval request; returns the window's view."""
     now = now or clock_now()
-    with _refusing(home, "WINDOW_REFUSED", operator, minutes=minutes):
+    with _refusing(home, "window_refused", operator, minutes=minutes):
         cfg = settings(home)
         reason = " ".join(str(reason or "").split())
         if not reason:
@@ -145,7 +145,7 @@ def request(home: Home, minutes: int, reason: str, operator: str, *, now: dt.dat
                          "consumed_at": None, "consumed_reason": None}
             approvals.save_all(home, apprs)
             _save(home, wins)
-    events.append(home, "WINDOW_REQUESTED", operator=operator, window_id=wid, approval_id=aid, minutes=minutes,
+    events.append(home, "window_requested", operator=operator, window_id=wid, approval_id=aid, minutes=minutes,
                   reason=reason, approval_expires_at=apprs[aid]["expires_at"])
     return _view(wins[wid], apprs[aid], known, now)
 
@@ -162,7 +162,7 @@ def approve(home: Home, ident: str, key: str | int, operator: str, *, now: dt.da
     """Give key 1 or 2 of an approval (by its id or its window's id); the second key makes the window ACTIVE."""
     now = now or clock_now()
     key = str(key)
-    with _refusing(home, "APPROVAL_REFUSED", operator, approval=ident, key=key), statefile.locked(home, LOCK):
+    with _refusing(home, "approval_refused", operator, approval=ident, key=key), statefile.locked(home, LOCK):
         wins, apprs, known = _everything(home)
         appr = _find_approval(apprs, wins, ident)
         if appr["kind"] != approvals.REAL_ENABLE or appr["subject"] not in wins:
@@ -181,9 +181,9 @@ def approve(home: Home, ident: str, key: str | int, operator: str, *, now: dt.da
         apprs[appr["id"]] = probe
         approvals.save_all(home, apprs)
         view = _view(w, probe, known, now)
-    events.append(home, "APPROVAL_KEY", operator=operator, approval_id=probe["id"], window_id=w["id"], key=key)
+    events.append(home, "approval_key", operator=operator, approval_id=probe["id"], window_id=w["id"], key=key)
     if view["state"] == ACTIVE:
-        events.append(home, "WINDOW_ACTIVE", operator=operator, window_id=w["id"], approval_id=probe["id"],
+        events.append(home, "window_active", operator=operator, window_id=w["id"], approval_id=probe["id"],
                       approvers=[probe["keys"][k]["operator"] for k in approvals.KEYS],
                       expires_at=view["expires_at"], max_real_executions=w["max_real_executions"])
     return view
@@ -243,7 +243,7 @@ def use_execution(home: Home, action: str, operator: str | None, *, now: dt.date
     """Count one real execution of `action` against the ACTIVE window; refuses ALLOWLIST_VIOLATION and
     WINDOW_NOT_ACTIVE. Returns the window's view after the count."""
     now = now or clock_now()
-    with _refusing(home, "EXECUTION_REFUSED", operator, action=action):
+    with _refusing(home, "execution_refused", operator, action=action):
         allowed = allowed_actions(home)
         if action not in allowed:
             raise OpsError("ALLOWLIST_VIOLATION", f"{action!r} may not run under REAL (configs/"
@@ -259,7 +259,7 @@ def use_execution(home: Home, action: str, operator: str | None, *, now: dt.date
                                     "operator": operator})
             _save(home, wins)
             view = status(home, w["id"], now=now)
-    events.append(home, "REAL_EXECUTION", operator=operator, window_id=w["id"], action=action,
+    events.append(home, "real_execution", operator=operator, window_id=w["id"], action=action,
                   executions_used=view["executions_used"], state=view["state"])
     return view
 
@@ -279,6 +279,6 @@ def consume(home: Home, window_id: str | None, reason: str, operator: str | None
         if not w.get("consumed_at"):
             w.update(consumed_at=now.isoformat(timespec="seconds"), consumed_reason=reason)
             _save(home, wins)
-            events.append(home, "WINDOW_CONSUMED", operator=operator, window_id=window_id, reason=reason)
+            events.append(home, "window_consumed", operator=operator, window_id=window_id, reason=reason)
     return status(home, window_id, now=now)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import atomic, book, config, events, locks, rules, safeio, schemas, slack, switches
+from common import atomic, book, config, events, formats, locks, rules, safeio, schemas, slack, switches
 from common.args import parse_date
 from common.errors import EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import Home
@@ -35,7 +35,7 @@ log = get("alert")
 SCAN_SCHEMA = schemas.SCAN_RESULT
 SCAN_MAX_BYTES = 64 << 20  # a whole-market scan is a few MB
 LOCK_WAIT_S = 900.0  # a send with slack-sdk's bounded retries ends well within this
-OUTBOX_SCHEMA = "alert_outbox/1"
+OUTBOX_SCHEMA = formats.ALERT_OUTBOX
 SIGNALS_RE = re.compile(r"^signals_(\d{8})\.json$")
 REGIMES = ("ON", "OFF", "DISABLED")
 # the states a scan row can have: the strategy's (common.rules) and the book's DELISTED
@@ -280,7 +280,7 @@ def _deliver(home: Home, day: dt.date | None, force: bool, notify: Mapping[str, 
         sends = list(previous.get("sends", []))
     else:
         sends = []
-    events.append(home, "ALERT_RENDERED", correlation_id=cid, date=scan["asof"], policy=policy,
+    events.append(home, "alert_rendered", correlation_id=cid, date=scan["asof"], policy=policy,
                   rows=len(scan["rows"]), messages=len(messages), scan_file=path.name)
 
     sender = slack.sender(channel)  # built without any network call: it shapes the payloads even for the console
@@ -311,21 +311,21 @@ def _deliver(home: Home, day: dt.date | None, force: bool, notify: Mapping[str, 
     if sends and not force:
         last = sends[-1]
         reason = f"already sent at {last.get('sent_at')} to {last.get('channel')} (use --force to send again)"
-        events.append(home, "ALERT_SUPPRESSED", correlation_id=cid, date=scan["asof"], reason=reason)
+        events.append(home, "alert_suppressed", correlation_id=cid, date=scan["asof"], reason=reason)
         rc = finish(EXIT_OK, reason)
         event(log, "ALERT_SUPPRESSED", reason, rc=rc, level=logging.WARNING)
         return rc
     allowed, why = switches.external_send_allowed(home)
     if not allowed:
         reason = f"not sent: {why}"
-        events.append(home, "ALERT_SUPPRESSED", correlation_id=cid, date=scan["asof"], reason=reason)
+        events.append(home, "alert_suppressed", correlation_id=cid, date=scan["asof"], reason=reason)
         rc = finish(EXIT_OK, reason)
         event(log, "ALERT_SUPPRESSED", f"{reason}; printed and written to {box_path.name}", rc=rc,
               level=logging.WARNING)
         return rc
     if sender is None:
         reason = f"not sent: delivery_policy is SLACK but neither {slack.TOKEN_ENV} nor {slack.WEBHOOK_ENV} is set"
-        events.append(home, "ALERT_SEND_FAILED", correlation_id=cid, date=scan["asof"], reason=reason)
+        events.append(home, "alert_send_failed", correlation_id=cid, date=scan["asof"], reason=reason)
         rc = finish(EXIT_FAILED, reason)
         event(log, "ALERT_SEND_FAILED", reason, rc=rc, level=logging.ERROR)
         return rc
@@ -333,7 +333,7 @@ def _deliver(home: Home, day: dt.date | None, force: bool, notify: Mapping[str, 
         receipt = sender.send(messages)
     except slack.SlackSendError as exc:
         reason = f"send failed: {exc}"
-        events.append(home, "ALERT_SEND_FAILED", correlation_id=cid, date=scan["asof"], channel=channel,
+        events.append(home, "alert_send_failed", correlation_id=cid, date=scan["asof"], channel=channel,
                       via=sender.via, error=str(exc), status=exc.status, parts_sent=len(exc.sent_ts))
         partial = None
         if exc.sent_ts:  # the parts that did go out are a send: a rerun must not post them again
@@ -346,7 +346,7 @@ def _deliver(home: Home, day: dt.date | None, force: bool, notify: Mapping[str, 
               elapsed_ms=(time.monotonic() - started) * 1000)
         return rc
     sent = {**receipt.to_dict(), "forced": bool(sends)}
-    events.append(home, "ALERT_SENT", correlation_id=cid, date=scan["asof"], channel=receipt.channel,
+    events.append(home, "alert_sent", correlation_id=cid, date=scan["asof"], channel=receipt.channel,
                   via=receipt.via, message_ts=receipt.ts, parts=receipt.parts, forced=bool(sends))
     rc = finish(EXIT_OK, "sent", sent=sent)
     event(log, "ALERT_SENT", f"date={scan['asof']} channel={receipt.channel} via={receipt.via} "

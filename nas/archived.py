@@ -9,7 +9,7 @@ from __future__ import annotations
 from common import atomic, safeio
 from common.errors import AlertorError
 from common.home import Home
-from common.queue import is_valid_id
+from common.queue_names import is_valid_id
 
 INDEX = "state/archived_results.txt"
 HEADER = ("# result ids `krx retention pack` archived (archive/done/): `krx sync` never brings them back.\n"

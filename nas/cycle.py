@@ -17,11 +17,9 @@ reports/tickets/preflight/<run_id>.json) or 3 (FAILED).
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -30,17 +28,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common import atomic, config, events, log, switches, window
+from common import atomic, calendar, config, events, formats, log, switches, window
 from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.redact import redact
+from nas.preflight import preflight
 
-SCHEMA = "ops_run_receipt/1"
+SCHEMA = formats.OPS_RUN_RECEIPT
 COMPLETED, WARN, BLOCKED, FAILED = "COMPLETED", "WARN", "BLOCKED", "FAILED"
 OK, SKIPPED = "OK", "SKIPPED"
 EXIT_OF = {COMPLETED: EXIT_OK, WARN: EXIT_OK, BLOCKED: EXIT_BLOCKED, FAILED: EXIT_FAILED}
 
-BASE_DEPENDENCIES = ("pandas", "numpy", "pyarrow", "yaml", "tenacity", "exchange_calendars", "rich", "dotenv")
 DATA_STEPS = ("ingest", "scan", "alert", "request")
 # A step whose output the next ones read: when it is blocked, the rest would work on stale data.
 STOP_WHEN_BLOCKED = ("ingest", "scan")
@@ -76,70 +74,6 @@ def child_env(home: Home, mock_only: bool, base: Mapping[str, str] | None = None
     if mock_only:
         env.update(switches.MOCK_ONLY_ENV)
     return env
-
-
-# --- preflight ------------------------------------------------------------------------------------------------
-
-
-def _check_dependencies(source: str, slack: bool) -> tuple[bool, str]:
-    wanted = list(BASE_DEPENDENCIES) + (["slack_sdk"] if slack else []) + (["pykrx"] if source == "pykrx" else [])
-    # find_spec, not import: importing pykrx logs in to KRX, which a preflight must never do
-    gone = [m for m in wanted if importlib.util.find_spec(m) is None]
-    return (not gone), ("missing: " + ", ".join(gone)) if gone else f"{len(wanted)} modules importable"
-
-
-def _check_writable(home: Home) -> tuple[bool, str]:
-    bad = []
-    for folder in (home.state, daily_dir(home), home.logs, home.data):
-        try:
-            probe = atomic.write_text(folder / f".krx_probe_{os.getpid()}", "probe")
-            probe.unlink()
-        except OSError as exc:
-            bad.append(f"{folder.relative_to(home.root)} ({exc.strerror})")
-    return (not bad), ("not writable: " + ", ".join(bad)) if bad else "state, reports, logs, data writable"
-
-
-def preflight(home: Home, env: Mapping[str, str], day: dt.date | None) -> list[dict]:
-    """Every check as {check, ok, details}; `ok` False on any means the cycle must not run."""
-    from nas import selftest
-
-    checks: list[dict] = []
-
-    def add(name: str, ok: bool, details: str) -> None:
-        checks.append({"check": name, "ok": bool(ok), "details": details})
-
-    try:
-        app = config.load("app", home, env=env)
-        notify = config.load("notify", home, env=env)
-        config.load("strategies", home, env=env)
-        config.load("execution_allowlist", home, env=env)
-        add("configs", True, "app, notify, strategies, execution_allowlist valid")
-    except config.ConfigError as exc:
-        add("configs", False, str(exc))
-        return checks
-    slack_used = notify["delivery_policy"] == "SLACK" or notify["error_log_to_slack"]
-    add("dependencies", *_check_dependencies(app["source"], slack_used))
-    add("home_writable", *_check_writable(home))
-    reqs = selftest.requirements(home, env)
-    bad = selftest.missing(reqs)
-    add("credentials", not bad, ("missing secrets for: " + ", ".join(r.channel for r in bad)) if bad
-        else f"source {app['source']}, delivery {notify['delivery_policy']}: required secrets present")
-    try:
-        free_mb = shutil.disk_usage(home.root).free // (1024 * 1024)
-        floor = app["ops"]["min_free_disk_mb"]
-        add("free_disk", free_mb >= floor, f"{free_mb} MB free (minimum {floor} MB)")
-    except OSError as exc:
-        add("free_disk", False, f"cannot read free space: {exc.strerror}")
-    try:
-        from common import calendar
-
-        cal = calendar.load(home)
-        if day is not None:
-            cal.is_trading_day(day)  # raises outside the calendar's range
-        add("calendar", True, f"XKRX {cal.first}..{cal.last}")
-    except Exception as exc:  # a broken calendar is a preflight failure, whatever the cause
-        add("calendar", False, f"{type(exc).__name__}: {exc}")
-    return checks
 
 
 # --- steps ----------------------------------------------------------------------------------------------------
@@ -197,12 +131,9 @@ def _text(data: Any) -> str:
     return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
 
 
-def _modes(home: Home, env: Mapping[str, str]) -> dict[str, str]:
+def _modes(home: Home, configs: Mapping[str, dict]) -> dict[str, str]:
     stop, snd, g = switches.emergency_stop(home), switches.sender(home), switches.gate_state(home)
-    try:
-        policy = config.load("notify", home, env=env)["delivery_policy"]
-    except config.ConfigError:
-        policy = "UNREADABLE"
+    policy = configs["notify"]["delivery_policy"] if "notify" in configs else "UNREADABLE"
     return {
         "emergency_stop": ("ON" if stop.on else "OFF") if stop.readable else "UNREADABLE",
         "gate": g.mode if g.readable else "UNREADABLE",
@@ -213,11 +144,9 @@ def _modes(home: Home, env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def _strategy(home: Home, env: Mapping[str, str]) -> str:
-    try:
-        return config.load("strategies", home, env=env)["allowlist"][0]
-    except (config.ConfigError, IndexError, KeyError):
-        return "unknown"
+def _strategy(configs: Mapping[str, dict]) -> str:
+    allowlist = configs.get("strategies", {}).get("allowlist") or ["unknown"]
+    return allowlist[0]
 
 
 def _emit(home: Home, name: str, cid: str | None, warnings: list[str], **fields: Any) -> None:
@@ -265,6 +194,7 @@ class _Run:
         self.command: tuple[str, ...] = ()
         self.warnings: list[str] = []
         self.checks: list[dict] = []
+        self.configs: dict[str, dict] = {}  # validated once by the preflight, then read from here
         self.result, self.reason = COMPLETED, "OK"
         self.asof: dt.date | None = day
         self.cid: str | None = None
@@ -279,7 +209,7 @@ class _Run:
             "schema": SCHEMA, "run_id": self.run_id, "started_at": self.started_at.isoformat(timespec="seconds"),
             "finished_at": log.now().isoformat(timespec="seconds"), "result": self.result, "reason": self.reason,
             "date": self.asof.isoformat() if self.asof else None, "correlation_id": self.cid,
-            "steps": [asdict(s) for s in self.steps], "observed_modes": _modes(self.home, self.env),
+            "steps": [asdict(s) for s in self.steps], "observed_modes": _modes(self.home, self.configs),
             "live_fire_step": self.live_fire_step or {"ran": False, "reason": f"CYCLE_{self.result}"},
             "warnings": self.warnings, "preflight": self.checks,
             "elapsed_ms": int((time.monotonic() - self.t0) * 1000),
@@ -288,7 +218,7 @@ class _Run:
             _write_receipt(self.home, receipt)
         except OSError as exc:  # the exit code still tells cron what happened
             log.event(_log, "OPS_RECEIPT_FAILED", f"{exc}", level=logging.ERROR)
-        self.emit("OPS_CYCLE_END", result=self.result, reason=self.reason,
+        self.emit("ops_cycle_end", result=self.result, reason=self.reason,
                   steps={s.name: s.status for s in self.steps})
         _export_checkpoint(self.home)  # the newest one, for the next push
         rc = EXIT_OF[self.result]
@@ -316,120 +246,29 @@ def run_cycle(home: Home, day: dt.date | None = None, *, command: Sequence[str],
 
 
 def _cycle(run: _Run) -> None:
-    home, day, env, steps, g = run.home, run.day, run.env, run.steps, run.gate
-    # 1. preflight
-    p0 = time.monotonic()
-    run.checks = checks = preflight(home, env, day)
-    failed = [c for c in checks if not c["ok"]]
-    steps.append(Step("preflight", FAILED if failed else OK, None, int((time.monotonic() - p0) * 1000),
-                      "; ".join(f"{c['check']}: {c['details']}" for c in failed)[:1000] if failed
-                      else f"all {len(checks)} checks passed ({', '.join(c['check'] for c in checks)})"))
-    run.cid = events.correlation_id(day, _strategy(home, env)) if day else None
-    ok_log, _bad_line, log_msg = events.verify(home)
-    if not ok_log:  # the day's data does not depend on the audit trail: the steps run, the result is BLOCKED
-        run.tampered = log_msg
-        log.event(_log, "OPS_EVENT_LOG_TAMPERED", log_msg, level=logging.ERROR)
-    if failed:
-        run.result, run.reason = BLOCKED, "PREFLIGHT_FAIL"
-        run.emit("OPS_CYCLE_START", gate=g.mode)
-        try:
-            atomic.write_json(home.reports / "tickets" / "preflight" / f"{run.run_id}.json", {
-                "schema": "preflight_ticket/1", "run_id": run.run_id, "at": run.started_at.isoformat(
-                    timespec="seconds"), "failing": failed, "checks": checks})
-        except OSError as exc:
-            run.warnings.append(f"TICKET_WRITE_FAILED: {exc.strerror}")
+    """preflight -> switches -> the steps -> the live fire step -> the result (each below says why it stops)."""
+    if not _preflight(run):
         return
-    from common import calendar
-
-    cal = calendar.load(home)
+    app = run.configs["app"]
+    cal = calendar.load(run.home, app["calendar"])
     if run.asof is None:
         run.asof = cal.latest_complete_day()
-    run.cid = events.correlation_id(run.asof, _strategy(home, env))
-    run.emit("OPS_CYCLE_START", date=run.asof.isoformat(), gate=g.mode)
-    log.event(_log, "OPS_CYCLE_START", f"run_id={run.run_id} date={run.asof} gate={g.mode} correlation_id={run.cid}")
-
-    # 2. the emergency stop, 3. the gate, and every other switch: an unreadable one blocks (fail closed)
-    stop, snd = switches.emergency_stop(home), switches.sender(home)
-    if not stop.readable:
-        steps.append(Step("emergency_stop", BLOCKED, None, 0, f"unreadable, treated as on: {stop.error}"))
-        run.result, run.reason = BLOCKED, "STATE_UNREADABLE"
+    run.cid = events.correlation_id(run.asof, _strategy(run.configs))
+    run.emit("ops_cycle_start", date=run.asof.isoformat(), gate=run.gate.mode)
+    log.event(_log, "OPS_CYCLE_START", f"run_id={run.run_id} date={run.asof} gate={run.gate.mode} "
+              f"correlation_id={run.cid}")
+    if not _switches_allow(run):
         return
-    if stop.on:
-        steps.append(Step("emergency_stop", BLOCKED, None, 0, f"on since {stop.at} by {stop.by}: {stop.reason}"))
-        run.result, run.reason = BLOCKED, "STOPPED"
-        return
-    steps.append(Step("emergency_stop", OK, None, 0, "off"))
-    if not g.readable or not snd.readable:
-        what = g.error if not g.readable else snd.error
-        steps.append(Step("gate", BLOCKED, None, 0, f"state unreadable, fail closed: {what}"))
-        run.result, run.reason = BLOCKED, "STATE_UNREADABLE"
-        return
-    from nas.scan import ScanError, load_portfolio
-
-    try:  # the model portfolio is state too: damaged, it blocks like a damaged switch (README: exit 2)
-        load_portfolio(home)
-    except ScanError as exc:
-        steps.append(Step("portfolio", BLOCKED, None, 0, f"state unreadable, fail closed: {exc}"))
-        run.result, run.reason = BLOCKED, "STATE_UNREADABLE"
-        return
-    allowed, why = switches.external_send_allowed(home)
-    steps.append(Step("gate", OK, None, 0, f"{g.mode}" + (
-        ": sample source forced, no Slack, no sync" if run.mock_only else "") + (
-        "" if allowed else f"; external sends off ({why})")))
-
-    # 4. the steps
-    app = config.load("app", home, env=env)
-    timeout_s = float(app["ops"]["step_timeout_s"])
-    apply = ["--apply"] if app["ops"]["apply_scan"] else []  # the model portfolio follows the day's scan
-    if day is not None:
-        when = day
-        date_args = ["--date", day.isoformat()]
-        plan = [("ingest", ["ingest", "--end", day.isoformat()]), ("scan", ["scan", *date_args, *apply]),
-                ("alert", ["alert", *date_args]), ("request", ["request", *date_args])]
-    else:
-        # no --date: run if today (Seoul) is a trading day; each step picks the latest complete day itself
-        when = log.now().date()
-        plan = [(name, [name, *apply] if name == "scan" else [name]) for name in DATA_STEPS]
+    plan, when = _plan(run, app)
     trading = cal.is_trading_day(when)
-    if app["sync"]["remote"]:
-        plan.append(("sync", ["sync", "push"]))
-    skip_rest = ""
-    for name, argv in plan:
-        if name in DATA_STEPS and not trading:
-            steps.append(Step(name, SKIPPED, None, 0, f"{when} is not a KRX trading day (next: "
-                                                      f"{cal.next_trading_day(when)}): data steps skipped"))
-            continue
-        if name == "sync" and run.mock_only:
-            steps.append(Step(name, SKIPPED, None, 0, "MOCK_ONLY: no external transfer"))
-            continue
-        if skip_rest:
-            steps.append(Step(name, SKIPPED, None, 0, skip_rest))
-            continue
-        stop = switches.emergency_stop(home)  # an operator may pull the stop while the day runs
-        if stop.on:
-            skip_rest = "emergency stop turned on during the cycle"
-            steps.append(Step(name, SKIPPED, None, 0, skip_rest))
-            run.result, run.reason = BLOCKED, "STOPPED"
-            continue
-        if name == "sync":
-            _export_checkpoint(home)  # so today's push carries it off the box
-        step = _run_step(name, run.command, argv, env, home.root, timeout_s)
-        steps.append(step)
-        run.emit("OPS_STEP", step=name, status=step.status, rc=step.rc, elapsed_ms=step.elapsed_ms)
-        if step.status == FAILED:
-            run.result, run.reason, skip_rest = FAILED, f"STEP_FAILED:{name}", f"skipped: {name} failed"
-        elif step.status == BLOCKED:
-            if name in STOP_WHEN_BLOCKED:
-                run.result, run.reason = BLOCKED, f"STEP_BLOCKED:{name}"
-                skip_rest = f"skipped: {name} was blocked"
-            elif run.result == COMPLETED:
-                run.result, run.reason = WARN, f"STEP_BLOCKED:{name}"
+    _run_steps(run, plan, trading, f"{when} is not a KRX trading day (next: {cal.next_trading_day(when)})",
+               float(app["ops"]["step_timeout_s"]))
     if run.tampered and run.result in (COMPLETED, WARN):
         run.result, run.reason = BLOCKED, "EVENT_LOG_TAMPERED"
         run.warnings.append(f"EVENT_LOG_TAMPERED: {run.tampered}")
     from nas import live_fire
 
-    run.live_fire_step = live_fire.cycle_step(home, run.result, now=run.now, env=env)
+    run.live_fire_step = live_fire.cycle_step(run.home, run.result, now=run.now, env=run.env)
     if run.live_fire_step.get("result") == FAILED:
         run.result, run.reason = FAILED, "STEP_FAILED:live_fire"
     if run.result == COMPLETED:
@@ -439,3 +278,107 @@ def _cycle(run: _Run) -> None:
             run.reason = "NON_TRADING_DAY"
         elif run.mock_only:
             run.reason = "GATE_MOCK_ONLY"
+
+
+def _preflight(run: _Run) -> bool:
+    """The preflight checks and the event log's verification; False (BLOCKED, with a ticket) when a check failed.
+    A tampered log does not stop the day's data: the steps run and the result becomes BLOCKED at the end."""
+    p0 = time.monotonic()
+    run.checks, run.configs = preflight(run.home, run.env, run.day, daily_dir(run.home))
+    checks = run.checks
+    failed = [c for c in checks if not c["ok"]]
+    run.steps.append(Step("preflight", FAILED if failed else OK, None, int((time.monotonic() - p0) * 1000),
+                          "; ".join(f"{c['check']}: {c['details']}" for c in failed)[:1000] if failed
+                          else f"all {len(checks)} checks passed ({', '.join(c['check'] for c in checks)})"))
+    run.cid = events.correlation_id(run.day, _strategy(run.configs)) if run.day else None
+    ok_log, _bad_line, log_msg = events.verify(run.home)
+    if not ok_log:
+        run.tampered = log_msg
+        log.event(_log, "OPS_EVENT_LOG_TAMPERED", log_msg, level=logging.ERROR)
+    if not failed:
+        return True
+    run.result, run.reason = BLOCKED, "PREFLIGHT_FAIL"
+    run.emit("ops_cycle_start", gate=run.gate.mode)
+    try:
+        atomic.write_json(run.home.reports / "tickets" / "preflight" / f"{run.run_id}.json", {
+            "schema": formats.PREFLIGHT_TICKET, "run_id": run.run_id,
+            "at": run.started_at.isoformat(timespec="seconds"), "failing": failed, "checks": checks})
+    except OSError as exc:
+        run.warnings.append(f"TICKET_WRITE_FAILED: {exc.strerror}")
+    return False
+
+
+def _blocked(run: _Run, step: str, reason: str, details: str) -> bool:
+    run.steps.append(Step(step, BLOCKED, None, 0, details))
+    run.result, run.reason = BLOCKED, reason
+    return False
+
+
+def _switches_allow(run: _Run) -> bool:
+    """The emergency stop, the gate and every other piece of state: an unreadable one blocks (fail closed)."""
+    home, g = run.home, run.gate
+    stop, snd = switches.emergency_stop(home), switches.sender(home)
+    if not stop.readable:
+        return _blocked(run, "emergency_stop", "STATE_UNREADABLE", f"unreadable, treated as on: {stop.error}")
+    if stop.on:
+        return _blocked(run, "emergency_stop", "STOPPED", f"on since {stop.at} by {stop.by}: {stop.reason}")
+    run.steps.append(Step("emergency_stop", OK, None, 0, "off"))
+    if not g.readable or not snd.readable:
+        what = g.error if not g.readable else snd.error
+        return _blocked(run, "gate", "STATE_UNREADABLE", f"state unreadable, fail closed: {what}")
+    from nas.scan import ScanError, load_portfolio
+
+    try:  # the model portfolio is state too: damaged, it blocks like a damaged switch (README: exit 2)
+        load_portfolio(home)
+    except ScanError as exc:
+        return _blocked(run, "portfolio", "STATE_UNREADABLE", f"state unreadable, fail closed: {exc}")
+    allowed, why = switches.external_send_allowed(home)
+    run.steps.append(Step("gate", OK, None, 0, f"{g.mode}" + (
+        ": sample source forced, no Slack, no sync" if run.mock_only else "") + (
+        "" if allowed else f"; external sends off ({why})")))
+    return True
+
+
+def _plan(run: _Run, app: Mapping[str, Any]) -> tuple[list[tuple[str, list[str]]], dt.date]:
+    """The steps as (name, krx argv) and the day whose calendar decides whether the data steps run."""
+    apply = ["--apply"] if app["ops"]["apply_scan"] else []  # the model portfolio follows the day's scan
+    if run.day is not None:
+        date_args = ["--date", run.day.isoformat()]
+        plan = [("ingest", ["ingest", "--end", run.day.isoformat()]), ("scan", ["scan", *date_args, *apply]),
+                ("alert", ["alert", *date_args]), ("request", ["request", *date_args])]
+        when = run.day
+    else:
+        # no --date: run if today (Seoul) is a trading day; each step picks the latest complete day itself
+        plan = [(name, [name, *apply] if name == "scan" else [name]) for name in DATA_STEPS]
+        when = log.now().date()
+    if app["sync"]["remote"]:
+        plan.append(("sync", ["sync", "push"]))
+    return plan, when
+
+
+def _run_steps(run: _Run, plan: list[tuple[str, list[str]]], trading: bool, closed: str, timeout_s: float) -> None:
+    """Each step as its own process, in order; a failed or blocking step skips the rest, and so does an
+    emergency stop pulled while the day runs."""
+    skip_rest = ""
+    for name, argv in plan:
+        why_skip = (f"{closed}: data steps skipped" if name in DATA_STEPS and not trading else
+                    "MOCK_ONLY: no external transfer" if name == "sync" and run.mock_only else skip_rest)
+        if not why_skip and switches.emergency_stop(run.home).on:
+            skip_rest = why_skip = "emergency stop turned on during the cycle"
+            run.result, run.reason = BLOCKED, "STOPPED"
+        if why_skip:
+            run.steps.append(Step(name, SKIPPED, None, 0, why_skip))
+            continue
+        if name == "sync":
+            _export_checkpoint(run.home)  # so today's push carries it off the box
+        step = _run_step(name, run.command, argv, run.env, run.home.root, timeout_s)
+        run.steps.append(step)
+        run.emit("ops_step", step=name, status=step.status, rc=step.rc, elapsed_ms=step.elapsed_ms)
+        if step.status == FAILED:
+            run.result, run.reason, skip_rest = FAILED, f"STEP_FAILED:{name}", f"skipped: {name} failed"
+        elif step.status == BLOCKED:
+            if name in STOP_WHEN_BLOCKED:
+                run.result, run.reason = BLOCKED, f"STEP_BLOCKED:{name}"
+                skip_rest = f"skipped: {name} was blocked"
+            elif run.result == COMPLETED:
+                run.result, run.reason = WARN, f"STEP_BLOCKED:{name}"

@@ -14,14 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common import anchor, atomic, events, safeio, slack, switches
+from common import anchor, atomic, events, formats, safeio, slack, switches
 from common.errors import EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.log import event, get, now
 from nas import alert, cycle, summary
 
 _log = get("daily_summary")
-RECORD_SCHEMA = "daily_summary/1"
+RECORD_SCHEMA = formats.DAILY_SUMMARY
 SHOWN_RISKS = 3
 QUEUE = ("pending", "processing", "failed")
 
@@ -124,5 +124,5 @@ def send(home: Home, notify: Mapping[str, Any], *, force: bool = False) -> int:
     except slack.SlackSendError as exc:
         return done(EXIT_FAILED, f"send failed: {exc}", logging.ERROR)
     sends.append(receipt.to_dict())
-    events.append_quietly(home, "DAILY_SUMMARY_SENT", day=facts["day"], channel=receipt.channel, ts=receipt.ts)
+    events.append_quietly(home, "daily_summary_sent", day=facts["day"], channel=receipt.channel, ts=receipt.ts)
     return done(EXIT_OK, f"sent to {receipt.channel}")

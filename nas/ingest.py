@@ -13,8 +13,8 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -39,8 +39,9 @@ class Source(Protocol):
         """The normalized frame of one day (common.store.COLUMNS), or None when the market was closed."""
 
 
-def make_source(name: str, home: Home, cal: calendar.TradingCalendar, tickers: int | None = None) -> Source:
-    app = config.load("app", home)
+def make_source(name: str, home: Home, cal: calendar.TradingCalendar, app: Mapping[str, Any],
+                tickers: int | None = None) -> Source:
+    """The source `name` configured by `app` (the validated app.yaml the command loaded)."""
     if name == "sample":
         from nas.sources.sample import SampleSource
 
@@ -54,11 +55,10 @@ def make_source(name: str, home: Home, cal: calendar.TradingCalendar, tickers: i
     raise ValueError(f"unknown source {name!r}; expected sample or pykrx")
 
 
-def naver_source(home: Home):  # -> nas.sources.naver.NaverSource, imported only when used
-    """Naver under the same timeout and retry policy as the KRX source (app.yaml)."""
+def naver_source(app: Mapping[str, Any]):  # -> nas.sources.naver.NaverSource, imported only when used
+    """Naver under the same timeout and retry policy as the KRX source (`app`: the validated app.yaml)."""
     from nas.sources.naver import NaverSource
 
-    app = config.load("app", home)
     return NaverSource(timeout_s=app["ingest"]["http_timeout_s"], retry_cfg=app["retry"])
 
 
@@ -77,10 +77,8 @@ def fallback_tickers(home: Home) -> list[str]:
     return sorted(out)
 
 
-def fill_partial(home: Home, cal: calendar.TradingCalendar, days: list[dt.date], tickers: list[str],
-                 naver=None) -> dict:
-    """Store `days` as partial days from Naver for `tickers` (all of them or nothing); returns a summary."""
-    naver = naver or naver_source(home)
+def fill_partial(home: Home, cal: calendar.TradingCalendar, days: list[dt.date], tickers: list[str], naver) -> dict:
+    """Store `days` as partial days from `naver` for `tickers` (all of them or nothing); returns a summary."""
     store = EodStore.for_home(home)
     count = len(cal.sessions(days[0], max(days[-1], cal.latest_complete_day()))) + NAVER_MARGIN_ROWS
     names = store.tickers()
@@ -90,7 +88,7 @@ def fill_partial(home: Home, cal: calendar.TradingCalendar, days: list[dt.date],
     return {"source": naver.name, "days": [d.isoformat() for d in days], "tickers": len(tickers), "rows": rows}
 
 
-def naver_fallback(home: Home, cal: calendar.TradingCalendar, naver=None) -> Fallback:
+def naver_fallback(home: Home, cal: calendar.TradingCalendar, naver) -> Fallback:
     """What `ingest` calls when KRX fails on a day: Naver fills that day and the rest as partial days."""
 
     def fallback(days: list[dt.date], krx_error: BaseException) -> dict:
@@ -190,8 +188,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     end: dt.date | None = None
     try:
-        app = config.load("app", home)
-        cal = calendar.load(home)
+        app = config.load("app", home)  # once: every section below comes from it
+        cal = calendar.load(home, app["calendar"])
         name = args.source or app["source"]
         if name != "sample" and switches.gate(home) == switches.MOCK_ONLY:
             log.event(_log, "INGEST_MOCK_ONLY", f"gate is MOCK_ONLY: source {name} replaced by sample",
@@ -212,8 +210,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{end} is not final yet: the last trading day with final end-of-day data is {final} "
                              f"(final from {calendar.CLOSE_HOUR}:00 Asia/Seoul)")
         if name == "naver":
-            return _run_naver(home, cal, args, start, end, started)
-        source = make_source(name, home, cal, _count(args.tickers))
+            return _run_naver(home, cal, naver_source(app), args, start, end, started)
+        source = make_source(name, home, cal, app, _count(args.tickers))
         days = cal.sessions(max(start, source.first_date), end)
         if not days:
             log.event(_log, "INGEST_DONE", f"source={name} no trading day between {start} and {end}", rc=EXIT_OK,
@@ -222,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         # one ingest at a time (the wrapper's `--lock ingest`): the second one waits, then skips what the first fetched
         with locks.job_lock(home, "ingest", wait_s=float(app["ops"]["step_timeout_s"])):
             summary = ingest(home, source, days, force=args.force,
-                             fallback=naver_fallback(home, cal) if name == "pykrx" else None)
+                             fallback=naver_fallback(home, cal, naver_source(app)) if name == "pykrx" else None)
     except Exception as exc:  # one clear ERROR line and exit 3; complete days already written stay
         log.event(_log, "INGEST_FAILED", f"{type(exc).__name__}: {exc}", rc=EXIT_FAILED, level=logging.ERROR,
                   elapsed_ms=(time.monotonic() - started) * 1000)
@@ -249,8 +247,8 @@ def _count(tickers: str | None) -> int | None:
 _TICKER = re.compile(r"^[0-9A-Z]{6}$")
 
 
-def _run_naver(home: Home, cal: calendar.TradingCalendar, args: argparse.Namespace, start: dt.date, end: dt.date,
-               started: float) -> int:
+def _run_naver(home: Home, cal: calendar.TradingCalendar, naver, args: argparse.Namespace, start: dt.date,
+               end: dt.date, started: float) -> int:
     """`krx ingest --source naver [--tickers A,B]`: the days not stored whole, as partial days from Naver. Without
     --date/--start: from the day after the store's last whole day (or just `end` on an empty store)."""
     store = EodStore.for_home(home)
@@ -272,7 +270,7 @@ def _run_naver(home: Home, cal: calendar.TradingCalendar, args: argparse.Namespa
     if len(days) > FALLBACK_MAX_DAYS:
         raise ValueError(f"{len(days)} days from {days[0]} to {days[-1]}: Naver fills at most {FALLBACK_MAX_DAYS} "
                          "days as partial days (it is a fallback, not a history source); give --start/--date")
-    summary = fill_partial(home, cal, days, tickers)
+    summary = fill_partial(home, cal, days, tickers, naver)
     _record(home, "ingest_done", days[-1], **summary)
     log.event(_log, "INGEST_DONE", f"source=naver partial days {','.join(summary['days'])} tickers="
               f"{','.join(tickers)} rows={summary['rows']}: no new buys on them until KRX replaces them",

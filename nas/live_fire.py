@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common import atomic, config, events, slack, statefile, switches, window
+from common import atomic, config, events, formats, slack, statefile, switches, window
 from common.errors import FAILED, REFUSED, OpsError
 from common.home import Home
 from common.log import TZ
@@ -28,9 +28,9 @@ from common.log import now as clock_now
 from common.redact import redact
 from nas import alert, selftest
 
-SCHEMA = "live_fire_receipt/1"
+SCHEMA = formats.LIVE_FIRE_RECEIPT
 JOURNAL = "live_fire.json"
-JOURNAL_SCHEMA = "live_fire_journal/1"
+JOURNAL_SCHEMA = formats.LIVE_FIRE_JOURNAL
 LOCK = "live_fire"
 ACTION = "live_fire"
 COMPLETED, BLOCKED = "COMPLETED", "BLOCKED"
@@ -106,7 +106,7 @@ def preconditions(home: Home, *, now: dt.datetime | None = None) -> list[dict[st
     add("gate_real_enabled", eff == switches.REAL_ENABLED, "GATE_NOT_REAL_ENABLED" if g.readable
         else "STATE_UNREADABLE", f"effective {eff} (stored {g.mode})" if g.readable else f"unreadable: {g.error}")
     try:
-        missing = [r.channel for r in selftest.missing(selftest.requirements(home))]
+        missing = [r.channel for r in selftest.missing(selftest.home_requirements(home))]
     except config.ConfigError as exc:
         missing = [f"config error: {exc}"]
     if not slack.configured():
@@ -191,7 +191,7 @@ def _deliver(home: Home, boxes: list[Path], run_id: str, cid: str, operator: str
         mark = {"live_fire": run_id, "state": "SENDING", "sent_at": "unknown", "channel": channel, "via": sender.via}
         atomic.write_json(path, {**box, "sent": True, "sends": [mark]})  # a kill from here on: possibly sent
         item = {"outbox": path.name, "date": box.get("date"), "parts": len(messages)}
-        events.append(home, "LIVE_FIRE_SENDING", correlation_id=cid, operator=operator, outbox=path.name,
+        events.append(home, "live_fire_sending", correlation_id=cid, operator=operator, outbox=path.name,
                       parts=len(messages))
         try:
             receipt = sender.send(messages)
@@ -202,7 +202,7 @@ def _deliver(home: Home, boxes: list[Path], run_id: str, cid: str, operator: str
                                                                         "ts": exc.sent_ts}]})
             else:  # nothing left the machine: the day is still undelivered
                 atomic.write_json(path, box)
-            events.append(home, "LIVE_FIRE_SEND_FAILED", correlation_id=cid, operator=operator, outbox=path.name,
+            events.append(home, "live_fire_send_failed", correlation_id=cid, operator=operator, outbox=path.name,
                           error=str(exc), status=exc.status, parts_sent=len(exc.sent_ts))
             out.append(item)
             return out, str(exc)
@@ -210,7 +210,7 @@ def _deliver(home: Home, boxes: list[Path], run_id: str, cid: str, operator: str
         atomic.write_json(path, {**box, "sent": True, "reason": f"delivered by live fire {run_id}", "sends": [sent]})
         item.update(status="SENT", message_ids=receipt.ts, via=receipt.via, channel=receipt.channel,
                     sent_at=receipt.sent_at)
-        events.append(home, "LIVE_FIRE_SENT", correlation_id=cid, operator=operator, outbox=path.name,
+        events.append(home, "live_fire_sent", correlation_id=cid, operator=operator, outbox=path.name,
                       message_ts=receipt.ts, channel=receipt.channel, via=receipt.via)
         out.append(item)
     return out, ""
@@ -240,7 +240,7 @@ def _lockdown(home: Home, journal: dict, operator: str | None, by: str) -> dict[
     at = clock_now().isoformat(timespec="seconds")
     if done:
         statefile.save(_journal_path(home), {**journal, "phase": "DONE", "done_at": at, "done_by": by})
-    events.append(home, "LIVE_FIRE_LOCKDOWN_DONE" if done else "LIVE_FIRE_LOCKDOWN_INCOMPLETE", correlation_id=cid,
+    events.append(home, "live_fire_lockdown_done" if done else "live_fire_lockdown_incomplete", correlation_id=cid,
                   operator=operator, steps=steps, completed_by=by)
     return {"state": "DONE" if done else "PENDING", "steps": steps, "completed_at": at if done else None,
             "completed_by": by}
@@ -304,16 +304,16 @@ def run(home: Home, *, operator: str | None, now: dt.datetime | None = None, tri
                            finished_at=clock_now().isoformat(timespec="seconds"))
             receipt["timings_ms"]["total"] = int((time.monotonic() - t0) * 1000)
             _write_receipt(home, receipt)
-            events.append(home, "LIVE_FIRE_END", correlation_id=cid, operator=operator, result=result,
+            events.append(home, "live_fire_end", correlation_id=cid, operator=operator, result=result,
                           reason=reason, snapshot=receipt["snapshot"])
             return receipt
 
-        events.append(home, "LIVE_FIRE_START", correlation_id=cid, operator=operator, trigger=trigger)
+        events.append(home, "live_fire_start", correlation_id=cid, operator=operator, trigger=trigger)
         checks = preconditions(home, now=now)
         receipt["preconditions"] = checks
         receipt["failing"] = [c["code"] for c in checks if not c["ok"]]
         receipt["timings_ms"]["preconditions"] = int((time.monotonic() - t0) * 1000)
-        events.append(home, "LIVE_FIRE_PRECONDITIONS", correlation_id=cid, operator=operator,
+        events.append(home, "live_fire_preconditions", correlation_id=cid, operator=operator,
                       failing=receipt["failing"])
         if receipt["failing"]:
             return finish(BLOCKED, blocked_reason(receipt["failing"]))
@@ -328,7 +328,7 @@ def run(home: Home, *, operator: str | None, now: dt.datetime | None = None, tri
                    "snapshot": str((receipts_dir(home) / "snapshots" / f"live_fire_{run_id}.json")
                                    .relative_to(home.root))}
         statefile.save(_journal_path(home), journal)
-        events.append(home, "LIVE_FIRE_LOCKDOWN_RECORDED", correlation_id=cid, operator=operator,
+        events.append(home, "live_fire_lockdown_recorded", correlation_id=cid, operator=operator,
                       window_id=view["id"])
         receipt["lockdown"] = {"state": "PENDING", "steps": {}}
         _write_receipt(home, receipt)  # a kill from here on is completed by recover() from this receipt
@@ -366,7 +366,7 @@ def cycle_step(home: Home, cycle_result: str, *, now: dt.datetime | None = None,
     if failing:
         return {"ran": False, "reason": blocked_reason(failing), "failing": failing}
     receipt = run(home, operator=None, now=now, trigger="cycle")
-    events.append(home, "OPS_LIVE_FIRE", correlation_id=f"live_fire-{receipt['run_id']}", result=receipt["result"],
+    events.append(home, "ops_live_fire", correlation_id=f"live_fire-{receipt['run_id']}", result=receipt["result"],
                   reason=receipt["reason"])
     return {"ran": True, "result": receipt["result"], "reason": receipt["reason"], "failing": receipt["failing"],
             "receipt": receipt["snapshot"]}

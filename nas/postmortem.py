@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from common import atomic, events, statefile
+from common import atomic, events, formats, statefile
 from common.errors import REFUSED, OpsError
 from common.home import Home
 from common.log import now as clock_now
 from nas import live_fire
 
-SCHEMA = "live_fire_postmortem/1"
+SCHEMA = formats.LIVE_FIRE_POSTMORTEM
 _SKIP = ("seq", "ts", "event", "by", "correlation_id", "prev_hash", "hash", "operator")
 
 
@@ -110,7 +110,7 @@ def regenerate(home: Home) -> tuple[dict[str, Any], Path]:
     folder = postmortem_dir(home)
     atomic.write_json(folder / "postmortem_latest.json", pm)
     md = atomic.write_text(folder / "postmortem_latest.md", render(pm))
-    events.append(home, "POSTMORTEM_WRITTEN", correlation_id=f"live_fire-{pm['run_id']}", result=pm["result"])
+    events.append(home, "postmortem_written", correlation_id=f"live_fire-{pm['run_id']}", result=pm["result"])
     return pm, md
 
 

@@ -32,13 +32,7 @@ the home, so `tar -xzf archive/logs/2026-01.tar.gz -C <home>` puts them back. Ki
   `krx sync` never copies them back from the other side (without it, sync and retention would undo each other
   forever: pack removes an old result, the next sync fetches it again, the next pack archives it again).
 
-backup: `rsync` of the whole home (without .venv/, caches and hidden temporary files) to
-`<target>/<YYYY-MM-DD_HHMMSS>/`, each run a complete dated folder, files unchanged since the previous backup
-hard-linked to it (`--link-dest`): every backup is a full tree you can browse or copy back, a week's backup costs
-only what changed, and a file damaged or deleted at home does not reach the older backups (a plain mirror would
-spread a mistake at the next run). The run writes into `<target>/.backup-in-progress.tmp/` (resumed after an
-interruption) and renames it to its dated name when rsync succeeded; then the oldest beyond `backup_keep` are
-removed (0 keeps all). The target must exist and sit outside the home; local path or host:path like `krx sync`.
+backup: nas/backup.py.
 
 Exit codes: 0 done (also nothing to do), 2 another run is busy, 3 failed (nothing removed for a failed archive).
 """
@@ -51,7 +45,6 @@ import gzip
 import hashlib
 import logging
 import os
-import re
 import shutil
 import tarfile
 import tempfile
@@ -60,18 +53,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import atomic, config, log, retry
+from common import atomic, config, locks, log, retry
 from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK, AlertorError
 from common.home import Home
 from common.redact import redact
-from nas import archived, sync
+from nas import archived, backup, remote
 
 _log = log.get("retention")
 CHUNK = 1 << 20
-BACKUP_STAGING = ".backup-in-progress.tmp"
-BACKUP_TRASH = ".backup-trash.tmp"
-SNAPSHOT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{6}(?:_\d+)?$")
-BACKUP_EXCLUDES = ("/.venv/", "__pycache__/", ".pytest_cache/", ".ruff_cache/", sync.HIDDEN_TMP, "/reports/.sync-*")
 
 
 @dataclass(frozen=True)
@@ -316,8 +305,8 @@ def archive_root(home: Home, cfg: dict) -> Path:
     return folder if folder.is_absolute() else home.root / folder
 
 
-def pack(home: Home, keep_days: int, *, dry_run: bool = False, now: float | None = None) -> int:
-    cfg = config.load("app", home)["retention"]
+def pack(home: Home, cfg: dict, keep_days: int, *, dry_run: bool = False, now: float | None = None) -> int:
+    """Archive what is older than keep_days (`cfg`: app.yaml's validated retention section)."""
     root = archive_root(home, cfg)
     t0 = time.monotonic()
     groups, skipped = plan(home, keep_days, now)
@@ -379,57 +368,6 @@ def pack(home: Home, keep_days: int, *, dry_run: bool = False, now: float | None
     return rc
 
 
-# --- weekly backup ---------------------------------------------------------------------------------------------
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
-
-
-def backup(home: Home, target: str, keep: int, rsh: str | None = None) -> int:
-    app = config.load("app", home)
-    scfg = app["sync"]
-    t0 = time.monotonic()
-    spec = sync.Spec.parse(target)
-    if spec.host is None and _inside(Path(spec.path), home.root):
-        raise sync.SyncError(f"backup target {spec.path} is inside the home {home.root}: it would back itself up")
-    rsh = sync.remote_shell(rsh, scfg["rsh"])
-    rs = sync.Rsync(rsh, scfg["io_timeout_s"], scfg["timeout_s"])
-    side = sync.Side(spec, rsh, scfg["timeout_s"])
-    retry_cfg = app["retry"]
-    log.event(_log, "BACKUP_START", f"{home.root} -> {spec} (keep {keep or 'all'})")
-
-    snapshots = sorted(n for n in (retry.call(rs.list_dirs, spec, retry_cfg=retry_cfg) or ()) if SNAPSHOT_RE.match(n))
-    name = f"{log.now():%Y-%m-%d_%H%M%S}"
-    n = 1
-    while (name if n == 1 else f"{name}_{n}") in snapshots:
-        n += 1
-    name = name if n == 1 else f"{name}_{n}"
-    args = ["--delete", "--numeric-ids", f"--partial-dir={sync.PARTIAL_DIR}", "--stats",
-            *(f"--exclude={e}" for e in BACKUP_EXCLUDES)]
-    if snapshots:  # relative to the destination folder: unchanged files become hard links to the last backup
-        args.append(f"--link-dest=../{snapshots[-1]}")
-    args += [f"{home.root}/", spec.arg(BACKUP_STAGING, slash=True)]
-    r0 = time.monotonic()
-    out = retry.call(rs.run, "backup", args, retry_cfg=retry_cfg)
-    stats = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in out.splitlines()) if v}
-    log.event(_log, "BACKUP_RSYNC", f"files={stats.get('Number of files', '?')} "
-              f"sent={stats.get('Number of regular files transferred', '?')} "
-              f"linked_to={snapshots[-1] if snapshots else 'none (first backup)'}", rc=0,
-              elapsed_ms=(time.monotonic() - r0) * 1000)
-    retry.call(side.rename, BACKUP_STAGING, name, retry_cfg=retry_cfg)
-    log.event(_log, "BACKUP_PUBLISH", f"{spec.arg(name)} complete", rc=0)
-    snapshots.append(name)
-    old = snapshots[:-keep] if keep > 0 else []
-    if old:
-        retry.call(side.remove, ".", old, BACKUP_TRASH, retry_cfg=retry_cfg)
-        log.event(_log, "BACKUP_PRUNE", f"removed {len(old)} older than the newest {keep}: {', '.join(old)}", rc=0)
-    log.event(_log, "BACKUP_DONE", f"{spec.arg(name)}; {len(snapshots) - len(old)} backups kept", rc=EXIT_OK,
-              elapsed_ms=(time.monotonic() - t0) * 1000)
-    return EXIT_OK
-
-
 # --- the command -----------------------------------------------------------------------------------------------
 
 
@@ -459,8 +397,9 @@ def run(args: argparse.Namespace) -> int:
     home = Home.from_env()
     cmd = args.retention_command
     log.setup_logging("retention", home)
-    cfg = config.load("app", home)["retention"]
-    with sync.home_lock(home, "retention" if cmd == "pack" else "backup") as locked:
+    app = config.load("app", home)
+    cfg = app["retention"]
+    with locks.home_lock(home, "retention" if cmd == "pack" else "backup") as locked:
         if not locked:
             log.event(_log, "RETENTION_BUSY", f"another `krx retention {cmd}` of this home is running",
                       rc=EXIT_BLOCKED, level=logging.WARNING)
@@ -468,13 +407,13 @@ def run(args: argparse.Namespace) -> int:
         try:
             if cmd == "pack":
                 keep_days = _checked(cfg["keep_days"] if args.keep_days is None else args.keep_days, "keep_days")
-                return pack(home, keep_days, dry_run=args.dry_run)
+                return pack(home, cfg, keep_days, dry_run=args.dry_run)
             target = args.target or cfg["backup_target"]
             if not target:
                 raise RetentionError("no backup target: pass --target SPEC or set app.yaml retention.backup_target")
             keep = _checked(cfg["backup_keep"] if args.keep is None else args.keep, "backup_keep")
-            return backup(home, target, keep, args.rsh)
-        except (RetentionError, sync.SyncError, retry.TransientError, OSError) as exc:
+            return backup.backup(home, app, target, keep, args.rsh)
+        except (RetentionError, remote.SyncError, retry.TransientError, OSError) as exc:
             what = "gave up after retries: " if isinstance(exc, retry.TransientError) else ""
             log.event(_log, "RETENTION_FAILED" if cmd == "pack" else "BACKUP_FAILED", f"{what}{redact(str(exc))}",
                       rc=EXIT_FAILED, level=logging.ERROR)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from common import config
 from common.home import Home
@@ -44,11 +45,10 @@ def _present(name: str, env: Mapping[str, str] | None) -> bool:
     return bool(str(env.get(name, "")).strip())
 
 
-def requirements(home: Home, env: Mapping[str, str] | None = None) -> list[Requirement]:
-    """The secret requirements of the configuration `env` selects (os.environ by default). Raises ConfigError."""
-    env_cfg = os.environ if env is None else env
-    app = config.load("app", home, env=env_cfg)
-    notify = config.load("notify", home, env=env_cfg)
+def requirements(app: Mapping[str, Any], notify: Mapping[str, Any],
+                 env: Mapping[str, str] | None = None) -> list[Requirement]:
+    """The secret requirements of the validated app.yaml and notify.yaml; secrets looked up in `env` (the process's
+    secrets, .env included, by default)."""
     source = app["source"]
     slack_alert = notify["delivery_policy"] == "SLACK"
     out = [
@@ -66,6 +66,12 @@ def requirements(home: Home, env: Mapping[str, str] | None = None) -> list[Requi
     return out
 
 
+def home_requirements(home: Home, env: Mapping[str, str] | None = None) -> list[Requirement]:
+    """requirements() of the home's configs as `env` (os.environ by default) selects them. Raises ConfigError."""
+    env_cfg = os.environ if env is None else env
+    return requirements(config.load("app", home, env=env_cfg), config.load("notify", home, env=env_cfg), env)
+
+
 def missing(reqs: list[Requirement]) -> list[Requirement]:
     """Enabled, required channels whose secrets are incomplete."""
     return [r for r in reqs if r.enabled and r.required and not r.complete]
@@ -74,7 +80,7 @@ def missing(reqs: list[Requirement]) -> list[Requirement]:
 def run(home: Home, env: Mapping[str, str] | None = None) -> int:
     """Print the self-test; 0 when every required secret is present, 1 when not (or the config is invalid)."""
     try:
-        reqs = requirements(home, env)
+        reqs = home_requirements(home, env)
     except config.ConfigError as exc:
         print(f"self-test: config error: {exc}")
         return 1

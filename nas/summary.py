@@ -29,10 +29,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common import atomic, config, events, log, safeio, switches, window
+from common import atomic, config, events, formats, log, safeio, switches, window
 from common.home import DEFAULT_CONFIGS, Home
 
-SCHEMA = "ops_summary/1"
+SCHEMA = formats.OPS_SUMMARY
 SEVERITY_ORDER = {"CRITICAL": 0, "HIGH": 1, "MEDIUM": 2, "LOW": 3}
 
 
@@ -80,14 +80,25 @@ def _last_run(home: Home) -> tuple[dict | None, str | None]:
     return receipt, None
 
 
-def _data_stale(home: Home, now: dt.datetime) -> dict | None:
+def _calendar(home: Home, configs: dict | None) -> Any:
+    """The KRX calendar, or the exception that kept it from being built (each risk using it reports that)."""
     from common import calendar
+
+    try:
+        return calendar.load(home, configs["app"]["calendar"] if configs else None)
+    except Exception as exc:  # a calendar that cannot be built is reported, never a crash of the summary
+        return exc
+
+
+def _data_stale(home: Home, now: dt.datetime, cal: Any) -> dict | None:
     from common.store import EodStore
 
     store = EodStore.for_home(home)
     ref = _rel(home, store.manifest_path)
     try:
-        expected = calendar.load(home).latest_complete_day(now)
+        if isinstance(cal, Exception):
+            raise cal
+        expected = cal.latest_complete_day(now)
         last = store.last_date()
     except Exception as exc:  # a store or calendar that cannot be read is stale data for the user
         return _risk("DATA_STALE", "HIGH", f"cannot tell how fresh the EOD store is: {type(exc).__name__}: {exc}",
@@ -96,19 +107,19 @@ def _data_stale(home: Home, now: dt.datetime) -> dict | None:
         return _risk("DATA_STALE", "HIGH", f"the EOD store is empty; the last complete trading day is {expected}",
                      [ref])
     if last < expected:
-        behind = len(calendar.load(home).sessions(last + dt.timedelta(days=1), expected))
+        behind = len(cal.sessions(last + dt.timedelta(days=1), expected))
         return _risk("DATA_STALE", "HIGH", f"the EOD store ends {last}, {behind} trading day(s) behind {expected}",
                      [ref])
     return None
 
 
-def _calendar_disagreement(home: Home, now: dt.datetime) -> dict | None:
-    from common import calendar
-
+def _calendar_disagreement(home: Home, now: dt.datetime, cal: Any) -> dict | None:
     ref = _rel(home, home.configs / "app.yaml")
     try:
-        days = calendar.load(home).disagreements(now.date())
-    except Exception as exc:  # a calendar that cannot be built is reported, never a crash of the summary
+        if isinstance(cal, Exception):
+            raise cal
+        days = cal.disagreements(now.date())
+    except Exception as exc:  # a calendar that cannot be compared is reported, never a crash of the summary
         return _risk("CALENDAR_DISAGREEMENT", "MEDIUM", f"cannot compare the calendars: {type(exc).__name__}: {exc}",
                      [ref])
     if not days:
@@ -155,13 +166,8 @@ def _failed_requests(home: Home) -> dict | None:
                  "each", [_rel(home, p) for p in failed[:10]])
 
 
-def build(home: Home, now: dt.datetime | None = None, env: Mapping[str, str] | None = None) -> dict:
-    """Assess the home and return the summary (not written)."""
-    from nas import selftest
-
-    now = now or log.now()
-    risks: list[dict] = []
-    stop, snd, g = switches.emergency_stop(home), switches.sender(home), switches.gate_state(home)
+def _switch_risks(home: Home, stop: switches.Switch, snd: switches.Switch, g: switches.Gate) -> list[dict]:
+    risks = []
     state_ref = _rel(home, home.state)
     if stop.on:
         what = f"on since {stop.at} by {stop.by}: {stop.reason}" if stop.readable else f"unreadable ({stop.error})"
@@ -171,86 +177,93 @@ def build(home: Home, now: dt.datetime | None = None, env: Mapping[str, str] | N
         if not item.readable:
             risks.append(_risk("STATE_UNREADABLE", "CRITICAL", f"{name} state unreadable ({item.error}): treated as "
                                "stopped; set it again with krx ops", [f"{state_ref}/{filename}"]))
+    return risks
 
-    ok, bad_line, msg = events.verify(home)
-    if not ok:
-        ref = _rel(home, events.log_path(home)) + (f":{bad_line}" if bad_line else "")
-        risks.append(_risk("EVENT_LOG_TAMPERED", "CRITICAL", msg, [ref]))
 
-    receipt, receipt_error = _last_run(home)
+def _last_run_risk(home: Home, receipt: dict | None, receipt_error: str | None) -> dict | None:
     from nas.cycle import latest_receipt_path
 
     receipt_ref = _rel(home, latest_receipt_path(home))
     if receipt_error:
-        risks.append(_risk("LAST_RUN_FAILED", "HIGH", receipt_error, [receipt_ref]))
-    elif receipt is not None:
-        refs = [receipt.get("snapshot") or receipt_ref]
-        if receipt.get("result") == "FAILED":
-            failed = [str(s.get("name")) for s in receipt.get("steps", []) if s.get("status") == "FAILED"]
-            risks.append(_risk("LAST_RUN_FAILED", "HIGH", f"ops run {receipt.get('run_id')} failed "
-                               f"({receipt.get('reason')}; steps: {', '.join(failed) or '-'})", refs))
-        elif receipt.get("result") == "BLOCKED":
-            risks.append(_risk("LAST_RUN_BLOCKED", "MEDIUM", f"ops run {receipt.get('run_id')} was blocked "
-                               f"({receipt.get('reason')})", refs))
+        return _risk("LAST_RUN_FAILED", "HIGH", receipt_error, [receipt_ref])
+    if receipt is None:
+        return None
+    refs = [receipt.get("snapshot") or receipt_ref]
+    if receipt.get("result") == "FAILED":
+        failed = [str(s.get("name")) for s in receipt.get("steps", []) if s.get("status") == "FAILED"]
+        return _risk("LAST_RUN_FAILED", "HIGH", f"ops run {receipt.get('run_id')} failed "
+                     f"({receipt.get('reason')}; steps: {', '.join(failed) or '-'})", refs)
+    if receipt.get("result") == "BLOCKED":
+        return _risk("LAST_RUN_BLOCKED", "MEDIUM", f"ops run {receipt.get('run_id')} was blocked "
+                     f"({receipt.get('reason')})", refs)
+    return None
 
-    app = None
+
+def _configs(home: Home, env: Mapping[str, str] | None) -> tuple[dict | None, dict | None]:
+    """({app, notify, strategies} validated, or None when one is invalid; the CONFIG_INVALID risk or None)."""
     try:
-        app = config.load("app", home, env=env)
-        config.load("notify", home, env=env)
-        config.load("strategies", home, env=env)
+        return {name: config.load(name, home, env=env) for name in ("app", "notify", "strategies")}, None
     except config.ConfigError as exc:
-        risks.append(_risk("CONFIG_INVALID", "HIGH", str(exc), [_rel(home, Path(exc.file))]))
-    # a broken app.yaml still gets its risks judged, by the shipped defaults' thresholds
-    ops_cfg = app["ops"] if app else config.load("app", Home(DEFAULT_CONFIGS.parent), env={})["ops"]
+        return None, _risk("CONFIG_INVALID", "HIGH", str(exc), [_rel(home, Path(exc.file))])
 
-    risk = _data_stale(home, now)
-    if risk:
-        risks.append(risk)
-    risk = _calendar_disagreement(home, now)
-    if risk:
-        risks.append(risk)
-    risk = _queue_backlog(home, float(ops_cfg["queue_backlog_hours"]), now)
-    if risk:
-        risks.append(risk)
-    risk = _failed_requests(home)
-    if risk:
-        risks.append(risk)
 
-    if app is not None:
-        try:
-            gone = selftest.missing(selftest.requirements(home, env))
-        except config.ConfigError:
-            gone = []
-        if gone:
-            risks.append(_risk("SECRETS_MISSING", "HIGH", "required secrets absent for: " + ", ".join(
-                r.channel + " (" + (" or " if r.any_of else " and ").join(r.secrets) + ")" for r in gone),
-                ["krx ops self-test"]))
+def _secrets_risk(app: dict, notify: dict, env: Mapping[str, str] | None) -> dict | None:
+    from nas import selftest
 
+    gone = selftest.missing(selftest.requirements(app, notify, env))
+    if not gone:
+        return None
+    return _risk("SECRETS_MISSING", "HIGH", "required secrets absent for: " + ", ".join(
+        r.channel + " (" + (" or " if r.any_of else " and ").join(r.secrets) + ")" for r in gone),
+        ["krx ops self-test"])
+
+
+def _disk_risk(home: Home, min_free_mb: float) -> dict | None:
     try:
         free_mb = shutil.disk_usage(home.root).free // (1024 * 1024)
     except OSError:
         free_mb = -1
-    if free_mb < ops_cfg["min_free_disk_mb"]:
-        risks.append(_risk("DISK_LOW", "HIGH", f"{free_mb} MB free in {home.root} (minimum "
-                           f"{ops_cfg['min_free_disk_mb']} MB)", [str(home.root)]))
+    if free_mb >= min_free_mb:
+        return None
+    return _risk("DISK_LOW", "HIGH", f"{free_mb} MB free in {home.root} (minimum {min_free_mb} MB)", [str(home.root)])
 
-    risks.sort(key=lambda r: SEVERITY_ORDER.get(r["severity"], 9))
+
+def _overall(risks: list[dict], has_history: bool) -> str:
     codes = {r["code"] for r in risks}
     if "EMERGENCY_STOP" in codes:
-        overall = "STOPPED"
-    elif codes & {"STATE_UNREADABLE", "LAST_RUN_BLOCKED"} or any(r["severity"] == "CRITICAL" for r in risks):
-        overall = "BLOCKED"  # never better than the worst risk: a CRITICAL one (a tampered log) blocks
-    elif receipt is None and receipt_error is None:
-        overall = "NO_RUN_HISTORY"
-    elif risks:
-        overall = "WARN"
-    else:
-        overall = "OK"
+        return "STOPPED"
+    if codes & {"STATE_UNREADABLE", "LAST_RUN_BLOCKED"} or any(r["severity"] == "CRITICAL" for r in risks):
+        return "BLOCKED"  # never better than the worst risk: a CRITICAL one (a tampered log) blocks
+    if not has_history:
+        return "NO_RUN_HISTORY"
+    return "WARN" if risks else "OK"
+
+
+def build(home: Home, now: dt.datetime | None = None, env: Mapping[str, str] | None = None) -> dict:
+    """Assess the home and return the summary (not written): every risk, worst first, and the overall status."""
+    now = now or log.now()
+    stop, snd, g = switches.emergency_stop(home), switches.sender(home), switches.gate_state(home)
+    ok, bad_line, msg = events.verify(home)
+    receipt, receipt_error = _last_run(home)
+    configs, config_risk = _configs(home, env)
+    cal = _calendar(home, configs)
+    # a broken app.yaml still gets its risks judged, by the shipped defaults' thresholds
+    ops_cfg = (configs["app"] if configs else config.load("app", Home(DEFAULT_CONFIGS.parent), env={}))["ops"]
+    log_risk = None if ok else _risk("EVENT_LOG_TAMPERED", "CRITICAL", msg, [
+        _rel(home, events.log_path(home)) + (f":{bad_line}" if bad_line else "")])
+    candidates = [
+        *_switch_risks(home, stop, snd, g), log_risk, _last_run_risk(home, receipt, receipt_error), config_risk,
+        _data_stale(home, now, cal), _calendar_disagreement(home, now, cal),
+        _queue_backlog(home, float(ops_cfg["queue_backlog_hours"]), now), _failed_requests(home),
+        _secrets_risk(configs["app"], configs["notify"], env) if configs else None,
+        _disk_risk(home, ops_cfg["min_free_disk_mb"]),
+    ]
+    risks = sorted((r for r in candidates if r), key=lambda r: SEVERITY_ORDER.get(r["severity"], 9))
     return {
         "schema": SCHEMA,
         "generated_at": now.isoformat(timespec="seconds"),
         "home": str(home.root),
-        "overall_status": overall,
+        "overall_status": _overall(risks, receipt is not None or receipt_error is not None),
         "top_risks": risks,
         "modes": {
             "emergency_stop": stop.to_dict(),

@@ -55,7 +55,7 @@ class BacktestError(AlertorError, RuntimeError):
 # --- parameters ------------------------------------------------------------------------------------------------
 
 
-def _strategies(home: Home | None) -> dict:
+def strategies(home: Home | None) -> dict:
     """configs/strategies.yaml of `home`; without a home, the shipped defaults (no environment overrides), so the
     parity entry point always means the same thing."""
     if home is None:
@@ -64,10 +64,10 @@ def _strategies(home: Home | None) -> dict:
 
 
 def strategy_params(strategy: str, overrides: Mapping[str, Any] | None = None, *, home: Home | None = None,
-                    source: str = "<params>") -> dict:
-    """The strategy's full parameters: its config with `overrides` merged in, validated. BacktestError for an
-    unknown strategy or a bad parameter."""
-    cfg = _strategies(home)
+                    source: str = "<params>", cfg: Mapping[str, Any] | None = None) -> dict:
+    """The strategy's full parameters: its config (`cfg`: the strategies.yaml the command loaded, else the home's)
+    with `overrides` merged in, validated. BacktestError for an unknown strategy or a bad parameter."""
+    cfg = strategies(home) if cfg is None else cfg
     base = config.allowed_strategy(cfg, strategy)
     if base is None:
         raise BacktestError(f"unknown strategy {strategy!r}: configs/strategies.yaml allows "
@@ -132,7 +132,7 @@ def run_backtest(closes: pd.DataFrame, params: Mapping[str, Any], *, strategy: s
 # --- the worker's job ------------------------------------------------------------------------------------------
 
 
-def _date(value: Any, name: str) -> dt.date:
+def request_date(value: Any, name: str) -> dt.date:
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):
@@ -143,7 +143,7 @@ def _date(value: Any, name: str) -> dt.date:
         raise BacktestError(f"bad {name} {value!r}: expected a date YYYY-MM-DD") from None
 
 
-def _window(store: EodStore, start: dt.date | None, end: dt.date | None, warmup: int) -> tuple[dt.date, dt.date,
+def window(store: EodStore, start: dt.date | None, end: dt.date | None, warmup: int) -> tuple[dt.date, dt.date,
                                                                                                 dt.date]:
     """(first row loaded, first reported row, last reported row) from the store's days."""
     days = sorted(store.stored_dates())
@@ -220,17 +220,18 @@ def simulate(panels: dict[str, pd.DataFrame], tickers: pd.DataFrame, params: Map
 
 
 def run_request(request: Mapping[str, Any], out_dir: Path, home: Home,
-                progress: Callable[..., None] | None = None) -> dict:
+                progress: Callable[..., None] | None = None, *, cfg: Mapping[str, Any] | None = None) -> dict:
     """Run a validated backtest_request/1 on the home's store and write its four files into `out_dir`; returns
     the backtest_result/1 written. BacktestError: unknown strategy, no data in range, a bad parameter."""
     t0 = time.monotonic()
     strategy = request["strategy"]
     request_id = str(request.get("id") or "backtest")
-    params = strategy_params(strategy, request.get("params") or {}, home=home, source=f"{request_id}: params")
-    start = _date(request["start"], "start") if request.get("start") else None
-    end = _date(request["end"], "end") if request.get("end") else None
+    params = strategy_params(strategy, request.get("params") or {}, home=home, source=f"{request_id}: params",
+                             cfg=cfg)
+    start = request_date(request["start"], "start") if request.get("start") else None
+    end = request_date(request["end"], "end") if request.get("end") else None
     store = EodStore.for_home(home)
-    first_row, first_day, last_day = _window(store, start, end, warmup_rows(params))
+    first_row, first_day, last_day = window(store, start, end, warmup_rows(params))
 
     store.require_days(first_row, last_day)  # StoreError naming the days a lost year file took, and the repair
     panels = store.load_panel(PANEL_FIELDS, first_row, last_day)
@@ -285,7 +286,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="write into an output folder that already exists")
 
 
-def _default_start(store: EodStore, params: Mapping[str, Any]) -> dt.date | None:
+def default_start(store: EodStore, params: Mapping[str, Any]) -> dt.date | None:
     """The first stored day with the strategy's warm-up before it (the first day at all on a short store)."""
     days = sorted(store.stored_dates())
     if not days:
@@ -322,12 +323,12 @@ def run(args: argparse.Namespace) -> int:
     log.setup_logging("backtest", home)
     t0 = time.monotonic()
     try:
-        cfg = _strategies(home)
+        cfg = strategies(home)
         base = cfg.get("strategies", {}).get(args.strategy, {})
         overrides = parse_sets(args.sets, base)
-        params = strategy_params(args.strategy, overrides, home=home, source="--set")
+        params = strategy_params(args.strategy, overrides, source="--set", cfg=cfg)
         store = EodStore.for_home(home)
-        start = args.start or _default_start(store, params)
+        start = args.start or default_start(store, params)
         end = args.end or store.last_date()
         universe: Any = args.universe
         if universe not in UNIVERSES:
@@ -344,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
             raise BacktestError(f"{out} already exists (a result of the same strategy, window and parameters, or "
                                 "another --out): nothing was overwritten; --force runs it again into it")
         with _Progress() as progress:
-            result = run_request(request, out, home, progress=progress)
+            result = run_request(request, out, home, progress=progress, cfg=cfg)
     except Exception as exc:  # noqa: BLE001 - one clear line and exit 3, whatever failed
         return log.failed(_log, "krx backtest", "BACKTEST_FAILED", exc, t0)
     m = result["metrics"]

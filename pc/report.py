@@ -24,12 +24,12 @@ from typing import Any
 
 import pandas as pd
 
-from common import atomic
+from common import atomic, formats
 from common.book import TRADE_COLUMNS
 from common.log import now
 from pc import metrics as mx
 
-SCHEMA = "backtest_result/1"
+SCHEMA = formats.BACKTEST_RESULT
 FILES = {"result": "result.json", "equity": "equity.csv", "trades": "trades.csv", "report": "report.html"}
 EQUITY_COLUMNS = ["date", "equity", "cash", "exposure", "drawdown", "benchmark"]
 REQUIRED = {

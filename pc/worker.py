@@ -34,7 +34,8 @@ from typing import Any
 from common import config, events, log
 from common.errors import EXIT_FAILED, EXIT_OK
 from common.home import Home
-from common.queue import Claim, Entry, Queue, new_owner
+from common.queue import Queue
+from common.queue_names import Claim, Entry, new_owner
 from pc.watch import start_observer
 from pc.worker_intake import Intake
 from pc.worker_settings import DEFAULT_JOB, Job, Settings, add_arguments, load_job

@@ -15,7 +15,8 @@ from pathlib import Path
 from common import events, log, safeio, schemas
 from common.errors import EXIT_FAILED
 from common.home import Home
-from common.queue import Claim, Entry, Queue
+from common.queue import Queue
+from common.queue_names import Claim, Entry
 from pc.worker_settings import Settings
 
 _log = log.get("worker")

@@ -157,9 +157,9 @@ def test_console_only_writes_the_outbox_exactly_as_sent(home: Home, server: Slac
     finally:
         del os.environ["KRX__NOTIFY__DELIVERY_POLICY"]
     assert rc == 0 and [r.body for r in server.requests] == box["payloads"]
-    assert [e["event"] for e in events.read(home) if e["event"].startswith("ALERT")] == \
-        ["ALERT_RENDERED", "ALERT_RENDERED", "ALERT_SENT"]
-    assert {e["correlation_id"] for e in events.read(home) if e["event"].startswith("ALERT")} == \
+    assert [e["event"] for e in events.read(home) if e["event"].startswith("alert")] == \
+        ["alert_rendered", "alert_rendered", "alert_sent"]
+    assert {e["correlation_id"] for e in events.read(home) if e["event"].startswith("alert")} == \
         {"20260105-momentum_topN_v1"}
 
 
@@ -210,7 +210,7 @@ def test_no_external_send_unless_switches_allow(home: Home, server: SlackServer,
     assert "[WARNING] [ALERT_SUPPRESSED]" in err and "not sent" in err
     box = json.loads((home.reports / "outbox" / "20260105.json").read_text())
     assert box["sent"] is False and box["reason"].startswith("not sent: ") and box["payloads"]
-    assert events.read(home)[-1]["event"] == "ALERT_SUPPRESSED"
+    assert events.read(home)[-1]["event"] == "alert_suppressed"
 
 
 @pytest.mark.parametrize("failure", ["http500", "unreachable"])
@@ -231,7 +231,7 @@ def test_failed_send_exit_3_one_error_no_token(home: Home, server: SlackServer, 
     assert ("HTTP 500" in errors[0]) if failure == "http500" else ("Connection refused" in errors[0])
     box = json.loads((home.reports / "outbox" / "20260105.json").read_text())
     assert box["reason"].startswith("send failed") and len(box["sends"]) == 1
-    assert events.read(home)[-1]["event"] == "ALERT_SEND_FAILED"
+    assert events.read(home)[-1]["event"] == "alert_send_failed"
     assert TOKEN not in everything(home, out, err)
 
 

@@ -111,3 +111,24 @@ def test_the_checker_sees_circles() -> None:
     graph = {"common.a": {"common.b"}, "common.b": {"common.c"}, "common.c": {"common.a"}, "nas.x": set()}
     assert cycles(graph) == [["common.a", "common.b", "common.c"]]
     assert cycles({"common.a": {"common.b"}, "common.b": set()}) == []
+
+
+def test_file_formats_are_named_in_one_place() -> None:
+    """A `name/N` schema string appears only in common/formats.py; every format there has a user."""
+    import re
+
+    from common import formats
+
+    literal = re.compile(r"^[a-z_]+/\d+$")
+    used: set[str] = set()
+    for name, path in modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        if name != "common.formats":
+            assert not {s for s in strings if literal.match(s)}, f"{name}: a schema name outside common/formats.py"
+        used |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                 and isinstance(n.value, ast.Name) and n.value.id == "formats"}
+    registered = {f.name for f in formats.FORMATS}
+    constants = {k for k, v in vars(formats).items() if k.isupper() and isinstance(v, str)}
+    assert registered == {getattr(formats, k) for k in constants}  # every constant is described in FORMATS
+    assert constants <= used, f"formats nobody writes: {sorted(constants - used)}"

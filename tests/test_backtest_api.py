@@ -45,14 +45,18 @@ def queue_files(q: Queue) -> list[str]:
                   for p in folder.iterdir())
 
 
-def wait_status(url: str, request_id: str, status: str, timeout: float = 60) -> dict:
+def wait_status(url: str, request_id: str, status: str, timeout: float = 60, workers: Workers | None = None) -> dict:
     answers: list[dict] = []
 
     def reached() -> bool:
         answers.append(httpx.get(f"{url}/backtest/{request_id}", timeout=10).json())
         return answers[-1].get("status") == status
 
-    wait_for(reached, timeout, f"{request_id} to be {status}")
+    try:
+        wait_for(reached, timeout, f"{request_id} to be {status}")
+    except AssertionError as exc:  # say what the API and the workers last said
+        logs = "\n".join(workers.log(p) for p in workers.procs) if workers else ""
+        raise AssertionError(f"{exc}; last answer: {answers[-1:]}\n{logs}") from None
     return answers[-1]
 
 
@@ -177,7 +181,7 @@ def test_hostile_requests_get_a_4xx_naming_the_field_and_queue_nothing(home: Hom
             == (404, "id")
     assert queue_files(Queue.of_home(home)) == []
     assert "REQUEST_QUEUED" not in workers.log(proc)
-    refused = [e["code"] for e in events.read(home) if e["event"] == "OPERATOR_REFUSED"]
+    refused = [e["code"] for e in events.read(home) if e["event"] == "operator_refused"]
     assert refused == ["OPERATOR_REQUIRED", "UNKNOWN_OPERATOR", "OPERATOR_REQUIRED"]
 
 
@@ -203,7 +207,8 @@ def test_a_pc_that_restarts_between_the_post_and_the_run_loses_nothing(home: Hom
     for n in (1, 2):
         answer = httpx.post(f"{url}/backtest", json=make_request(home, n), headers=auth, timeout=30)
         assert answer.status_code == 202
-    wait_status(url, "req-0001", "processing")
+    wait_status(url, "req-0001", "processing", workers=workers)
+    wait_for(lambda: runs(home.root, "req-0001") == 1, 30, "the long job to start")  # claimed is not yet running
     assert httpx.get(f"{url}/backtest/req-0002", timeout=10).json()["status"] == "pending"
     first.send_signal(signal.SIGKILL)
     first.wait(10)
@@ -211,7 +216,7 @@ def test_a_pc_that_restarts_between_the_post_and_the_run_loses_nothing(home: Hom
         httpx.get(f"{url}/backtest/req-0002", timeout=5)
     serve(workers, "--lease", "2", port=port, name="after")
     for request_id in ("req-0001", "req-0002"):
-        assert wait_status(url, request_id, "done")["status"] == "done"
+        assert wait_status(url, request_id, "done", workers=workers)["status"] == "done"
     assert (runs(home.root, "req-0001"), runs(home.root, "req-0002")) == (2, 1)  # the killed run, then its rerun
 
 

@@ -234,9 +234,9 @@ def test_default_start_leaves_the_warm_up_before_the_window(market: Home):
     store = EodStore.for_home(market)
     days = sorted(store.stored_dates())
     params = backtest.strategy_params("momentum_topN_v1")
-    assert backtest._default_start(store, params) == days[strategy.warmup_rows(params)]
+    assert backtest.default_start(store, params) == days[strategy.warmup_rows(params)]
     long = backtest.strategy_params("momentum_topN_v1", {"regime": {"sma_days": 340}})
-    assert backtest._default_start(store, long) == days[0]  # too short a store: all of it
+    assert backtest.default_start(store, long) == days[0]  # too short a store: all of it
 
 
 # --- ids, folders and the first day ---------------------------------------------------------------------------

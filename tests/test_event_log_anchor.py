@@ -44,9 +44,9 @@ def _rewrite(home: Home, records: list[dict], *, sign_with: bytes | None = None)
 
 
 def _fill(home: Home, n: int = 5) -> None:
-    events.append(home, "EMERGENCY_STOP_ON", switch="emergency_stop", on=True, reason="incident")
+    events.append(home, "emergency_stop_on", switch="emergency_stop", on=True, reason="incident")
     for i in range(n - 1):
-        events.append(home, "X", i=i)
+        events.append(home, "x", i=i)
 
 
 def _verify_cli(home: Home) -> tuple[int, str]:
@@ -66,7 +66,7 @@ def test_intact_log_names_its_anchor_and_trailing_blank_lines_are_fine(home: Hom
 def test_appended_forged_line_is_detected(home: Home) -> None:
     _fill(home)
     recs = _records(home)
-    forged = {**recs[-1], "event": "EMERGENCY_STOP_OFF", "on": False, "seq": 6, "prev_hash": recs[-1]["hash"]}
+    forged = {**recs[-1], "event": "emergency_stop_off", "on": False, "seq": 6, "prev_hash": recs[-1]["hash"]}
     forged.pop("mac")
     forged["hash"] = events.line_hash(forged)
     with open(_log(home), "ab") as fh:
@@ -79,8 +79,8 @@ def test_appended_forged_line_is_detected(home: Home) -> None:
 def test_dropped_tail_with_a_rewritten_or_replayed_head_is_detected(home: Home) -> None:
     _fill(home)
     old_head = (home.state / events.HEAD_NAME).read_bytes()  # a genuine, signed, older checkpoint
-    events.append(home, "EMERGENCY_STOP_ON", reason="second incident")
-    events.append(home, "Y")
+    events.append(home, "emergency_stop_on", reason="second incident")
+    events.append(home, "y")
     raw = _log(home).read_bytes().splitlines(keepends=True)
     _log(home).write_bytes(b"".join(raw[:5]))
     (home.state / events.HEAD_NAME).write_bytes(old_head)  # replayed: its signature is genuine
@@ -131,7 +131,7 @@ def test_tampering_makes_the_summary_blocked_and_reanchor_recovers(home: Home) -
     kept = list(home.state.glob("events.*.tampered.jsonl"))
     assert len(kept) == 1 and kept[0].read_bytes() == b"".join(raw[:3])
     first = _records(home)[0]
-    assert first["event"] == "EVENT_LOG_REANCHORED" and "records 5 events" in first["previous_verify"]
+    assert first["event"] == "event_log_reanchored" and "records 5 events" in first["previous_verify"]
     assert events.verify(home)[0]
 
 

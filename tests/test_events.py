@@ -15,7 +15,7 @@ from common.home import Home
 
 def _write(home: Home, n: int) -> list[bytes]:
     for i in range(n):
-        events.append(home, "TEST", correlation_id="20240105-x", i=i)
+        events.append(home, "test", correlation_id="20240105-x", i=i)
     return events.log_path(home).read_bytes().splitlines(keepends=True)
 
 
@@ -25,19 +25,19 @@ def _put(home: Home, lines: list[bytes]) -> None:
 
 def test_append_chains_and_verifies(home: Home) -> None:
     assert events.verify(home) == (True, None, "event log intact: 0 events")
-    rec = events.append(home, "RUN_START", correlation_id="c1", step="scan", when=dt.date(2024, 1, 5))
+    rec = events.append(home, "run_start", correlation_id="c1", step="scan", when=dt.date(2024, 1, 5))
     assert rec["seq"] == 1 and rec["prev_hash"] == events.GENESIS and rec["when"] == "2024-01-05"
     assert "@" in rec["by"] and rec["correlation_id"] == "c1"
-    rec2 = events.append(home, "RUN_END")
+    rec2 = events.append(home, "run_end")
     assert rec2["prev_hash"] == rec["hash"] and rec2["seq"] == 2
     ok, bad, msg = events.verify(home)
     assert ok and bad is None and "2 events" in msg
-    assert [r["event"] for r in events.read(home)] == ["RUN_START", "RUN_END"]
+    assert [r["event"] for r in events.read(home)] == ["run_start", "run_end"]
 
 
 def test_reserved_field_names_refused(home: Home) -> None:
     with pytest.raises(ValueError, match="reserved"):
-        events.append(home, "X", hash="forged")
+        events.append(home, "x", hash="forged")
 
 
 def test_correlation_id() -> None:
@@ -83,7 +83,7 @@ def test_deleted_newest_line_detected(home: Home) -> None:
 def test_inserted_line_detected(home: Home) -> None:
     lines = _write(home, 4)
     forged = json.loads(lines[1])
-    forged.update(event="FORGED", prev_hash=json.loads(lines[1])["hash"], seq=3)
+    forged.update(event="forged", prev_hash=json.loads(lines[1])["hash"], seq=3)
     forged["hash"] = events.line_hash(forged)
     lines.insert(2, events.canonical(forged) + b"\n")
     _put(home, lines)
@@ -102,16 +102,16 @@ def test_swapped_lines_detected(home: Home) -> None:
 def test_torn_last_line_is_reported_and_appends_continue(home: Home) -> None:
     lines = _write(home, 3)
     _put(home, lines + [b'{"seq": 4, "ev'])
-    events.append(home, "AFTER_CRASH")
+    events.append(home, "after_crash")
     ok, bad, msg = events.verify(home)
     assert (ok, bad) == (False, 4) and "JSON" in msg
-    assert events.read(home)[-1]["event"] == "AFTER_CRASH"
+    assert events.read(home)[-1]["event"] == "after_crash"
 
 
 def _appender(root: str, n: int) -> None:
     home = Home(Path(root))
     for i in range(n):
-        events.append(home, "PAR", i=i)
+        events.append(home, "par", i=i)
 
 
 def test_concurrent_appenders_keep_one_chain(home: Home) -> None:
@@ -130,8 +130,16 @@ def test_concurrent_appenders_keep_one_chain(home: Home) -> None:
 @pytest.mark.parametrize("head", [{"seq": -1, "hash": "x"}, {"seq": -7, "hash": "x"}, {"seq": 0, "hash": "x"}])
 def test_verify_reports_a_damaged_head_record(home: Home, head: dict) -> None:
     for i in range(3):
-        events.append(home, "TEST", i=i)
+        events.append(home, "test", i=i)
     (home.state / events.HEAD_NAME).write_text(json.dumps(head), encoding="utf-8")
     ok, line, message = events.verify(home)
     assert not ok and events.HEAD_NAME in message
     assert line is not None and 1 <= line <= 4
+
+
+def test_event_names_are_lower_snake_case(home):
+    for bad in ("ALERT_SENT", "Alert", "alert-sent", "", "x" * 65):
+        with pytest.raises(ValueError, match="lower snake_case"):
+            events.append(home, bad)
+    assert not (home.state / events.LOG_NAME).exists()
+    assert events.append(home, "alert_sent")["event"] == "alert_sent"

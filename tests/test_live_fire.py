@@ -95,8 +95,8 @@ def test_fires_once_then_locks_down(home: Home, server: SlackServer) -> None:
     assert set(r["timings_ms"]) == {"preconditions", "send", "lockdown", "total"}
     # the event log: the lockdown recorded before anything was sent, every step with the operator
     names = [e["event"] for e in events.read(home) if e.get("correlation_id") == f"live_fire-{r['run_id']}"]
-    assert names.index("LIVE_FIRE_LOCKDOWN_RECORDED") < names.index("LIVE_FIRE_SENDING") < names.index(
-        "LIVE_FIRE_LOCKDOWN_DONE") < names.index("LIVE_FIRE_END")
+    assert names.index("live_fire_lockdown_recorded") < names.index("live_fire_sending") < names.index(
+        "live_fire_lockdown_done") < names.index("live_fire_end")
     assert {e["operator"] for e in events.read(home) if e.get("correlation_id") == f"live_fire-{r['run_id']}"} == \
         {"bob"}
     assert events.verify(home)[0]
@@ -212,7 +212,7 @@ def test_killed_mid_fire_the_next_command_completes_the_lockdown(home: Home, mon
     box = json.loads(alert.outbox_path(home, "20261203").read_text())
     assert box["sends"][0]["state"] == "SENDING" and live_fire.undelivered(home) == []
     assert live_fire.recover(home) is None  # done once; the next command has nothing to do
-    assert "LIVE_FIRE_LOCKDOWN_DONE" in [e["event"] for e in events.read(home)] and events.verify(home)[0]
+    assert "live_fire_lockdown_done" in [e["event"] for e in events.read(home)] and events.verify(home)[0]
     pm, _ = postmortem.regenerate(home)
     assert any("stopped mid-way" in s for s in pm["next_steps"])
 
@@ -237,8 +237,8 @@ def test_postmortem_of_a_fired_run(home: Home, server: SlackServer) -> None:
     pm, md = postmortem.regenerate(home)
     assert pm["run_id"] == r["run_id"] and pm["event_log"]["intact"]
     timeline = [(e["event"], e["operator"]) for e in pm["timeline"]]
-    for item in [("WINDOW_REQUESTED", "alice"), ("APPROVAL_KEY", "bob"), ("WINDOW_ACTIVE", "bob"),
-                 ("GATE_SET", "alice"), ("LIVE_FIRE_SENT", "bob"), ("SENDER_OFF", "bob"), ("WINDOW_CONSUMED", "bob")]:
+    for item in [("window_requested", "alice"), ("approval_key", "bob"), ("window_active", "bob"),
+                 ("gate_set", "alice"), ("live_fire_sent", "bob"), ("sender_off", "bob"), ("window_consumed", "bob")]:
         assert item in timeline, item
     assert pm["deliveries"][0]["message_ids"] == ["1700000000.000001"] and len(server.delivered) == 1
     assert pm["next_steps"][-1].startswith("nothing to fix") and view["id"] in md.read_text()

@@ -137,7 +137,7 @@ def test_emergency_stop_blocks_and_nothing_external(home: Home, env: dict[str, s
     assert _sockets(env) == []                      # not even a DNS lookup
     assert not (home.data / "eod").exists() and not (home.reports / "outbox").exists()
     assert SLACK_TOKEN not in proc.stdout + proc.stderr + cycle.latest_receipt_path(home).read_text()
-    cids = {e["correlation_id"] for e in events.read(home) if e["event"].startswith("OPS_CYCLE")}
+    cids = {e["correlation_id"] for e in events.read(home) if e["event"].startswith("ops_cycle")}
     assert cids == {events.correlation_id(TRADING_DAY, "momentum_topN_v1")}
 
 
@@ -193,14 +193,14 @@ def test_a_failing_step_fails_the_cycle_and_skips_the_rest(home: Home, env: dict
     assert steps["ingest"]["status"] == "FAILED" and steps["ingest"]["rc"] == 3
     assert steps["ingest"]["elapsed_ms"] > 0 and "manifest" in steps["ingest"]["details"]
     assert all(steps[n]["status"] == "SKIPPED" for n in ("scan", "alert", "request"))
-    logged = [e for e in events.read(home) if e["event"] == "OPS_STEP"]
+    logged = [e for e in events.read(home) if e["event"] == "ops_step"]
     assert logged and logged[0]["step"] == "ingest" and logged[0]["status"] == "FAILED"
     assert events.verify(home)[0]
 
 
 def test_tampered_event_log_blocks_the_run(home: Home, env: dict[str, str]) -> None:
     for i in range(3):
-        events.append(home, "X", i=i)
+        events.append(home, "x", i=i)
     lines = events.log_path(home).read_text(encoding="utf-8").splitlines(keepends=True)
     events.log_path(home).write_text(lines[0] + lines[2], encoding="utf-8")
     rc, r = cycle.run_cycle(home, HOLIDAY, command=KRX, base_env=env)

@@ -138,7 +138,7 @@ def test_secrets_missing_disk_low_config_invalid(home: Home, env: dict[str, str]
 
 def test_event_log_tampered(home: Home, env: dict[str, str]) -> None:
     for i in range(4):
-        events.append(home, "X", i=i)
+        events.append(home, "x", i=i)
     assert "EVENT_LOG_TAMPERED" not in _codes(home, env)
     lines = events.log_path(home).read_text(encoding="utf-8").splitlines(keepends=True)
     lines[2] = lines[2].replace('"i":2', '"i":3')

@@ -22,6 +22,7 @@ import pytest
 import requests
 import responses
 
+from common import config
 from common.calendar import TradingCalendar
 from common.home import Home
 from common.store import COLUMNS, EodStore, validate_day
@@ -336,7 +337,7 @@ def test_ingest_stores_a_day_and_records_a_closed_day(krx: FakeKrx, home: Home, 
     """`krx ingest --source pykrx --date ...` in-process: the source as the CLI builds it (app.yaml's timeout and
     retry), the real ingest and store."""
     monkeypatch.setenv("KRX__APP__INGEST__HTTP_TIMEOUT_S", "9")
-    src = make_source("pykrx", home, cal)
+    src = make_source("pykrx", home, cal, config.load("app", home))
     assert isinstance(src, PykrxSource) and src.timeout_s == 9 and src.retry_cfg["attempts"] >= 1
     summary = ingest(home, src, [DAY, HOLIDAY])
     assert summary == {"source": "pykrx", "days_fetched": 1, "days_skipped": 0, "days_closed": 1, "rows": 13}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from common import queue
+from common import queue, queue_names
 from common.home import Home, init_home
 from common.queue import Queue
 
@@ -261,14 +261,14 @@ def test_cleanup_removes_orphan_temp_folders_and_completes_half_failures(q: Queu
 
 
 def test_names_parse_without_ambiguity() -> None:
-    assert queue.parse_pending_name("a.b-c_d.json") == ("a.b-c_d", 0)
-    assert queue.parse_pending_name("a.b@12.json") == ("a.b", 12)
-    assert queue.parse_pending_name(".a.json") is None
-    assert queue.parse_pending_name("a@b.json") is None
-    assert queue.parse_claim_name("a.b@3@host-1-abc.json") == ("a.b", 3, "host-1-abc")
-    assert queue.parse_claim_name("a@3@host.1.json") is None
-    owner = queue.new_owner()
-    assert "." not in owner and "@" not in owner and queue.parse_claim_name(f"x@1@{owner}.json")
+    assert queue_names.parse_pending_name("a.b-c_d.json") == ("a.b-c_d", 0)
+    assert queue_names.parse_pending_name("a.b@12.json") == ("a.b", 12)
+    assert queue_names.parse_pending_name(".a.json") is None
+    assert queue_names.parse_pending_name("a@b.json") is None
+    assert queue_names.parse_claim_name("a.b@3@host-1-abc.json") == ("a.b", 3, "host-1-abc")
+    assert queue_names.parse_claim_name("a@3@host.1.json") is None
+    owner = queue_names.new_owner()
+    assert "." not in owner and "@" not in owner and queue_names.parse_claim_name(f"x@1@{owner}.json")
 
 
 def test_home_queue_folders_are_the_default(tmp_path: Path) -> None:

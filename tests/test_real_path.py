@@ -62,7 +62,7 @@ def test_operator_tokens_are_stored_only_as_hashes(home: Home) -> None:
                env={"KRX_OPERATOR_TOKEN": ""})
     assert (bad.returncode, none.returncode) == (2, 2)
     assert "UNKNOWN_OPERATOR" in bad.stdout and "OPERATOR_REQUIRED" in none.stdout
-    refused = [e for e in events.read(home) if e["event"] == "OPERATOR_REFUSED"]
+    refused = [e for e in events.read(home) if e["event"] == "operator_refused"]
     assert [e["code"] for e in refused] == ["UNKNOWN_OPERATOR", "OPERATOR_REQUIRED"]
     everything = "\n".join(p.read_text(errors="replace") for p in home.root.rglob("*") if p.is_file())
     assert token not in everything and token[:-4] not in everything
@@ -81,7 +81,7 @@ def test_one_operator_cannot_give_both_keys(home: Home, ops: dict) -> None:
     _refused("SAME_OPERATOR", window.approve, home, aid, 2, "alice", now=T0)
     _refused("KEY_ALREADY_GIVEN", window.approve, home, aid, 1, "bob", now=T0)
     assert window.status(home, now=T0)["state"] == window.PENDING_APPROVAL
-    assert [e["code"] for e in events.read(home) if e["event"] == "APPROVAL_REFUSED"] == \
+    assert [e["code"] for e in events.read(home) if e["event"] == "approval_refused"] == \
         ["SAME_OPERATOR", "KEY_ALREADY_GIVEN"]
     view = window.approve(home, aid, 2, "bob", now=T0 + _minutes(5))
     assert view["state"] == window.ACTIVE and view["activated_at"] == (T0 + _minutes(5)).isoformat()
@@ -114,7 +114,7 @@ def test_a_window_past_its_ttl_reads_dry_run(home: Home, ops: dict) -> None:
     assert switches.gate_state(home).mode == "REAL_ENABLED"
     assert window.status(home, now=T0 + _minutes(30))["state"] == window.EXPIRED
     assert switches.gate(home) == "DRY_RUN"  # the real clock is days before the window
-    gate_set = [e for e in events.read(home) if e["event"] == "GATE_SET"][-1]
+    gate_set = [e for e in events.read(home) if e["event"] == "gate_set"][-1]
     assert (gate_set["operator"], gate_set["window_id"]) == ("alice", view["id"])
 
 
@@ -158,7 +158,7 @@ def test_executions_allowlist_and_consumption(home: Home, ops: dict) -> None:
     view = window.use_execution(home, "alert_push", "alice", now=T0 + _minutes(1))
     assert (view["state"], view["executions_used"], view["executions_left"]) == (window.CONSUMED, 1, 0)
     _refused("WINDOW_NOT_ACTIVE", window.use_execution, home, "live_fire", "alice", now=T0 + _minutes(2))
-    codes = [e["code"] for e in events.read(home) if e["event"] == "EXECUTION_REFUSED"]
+    codes = [e["code"] for e in events.read(home) if e["event"] == "execution_refused"]
     assert codes == ["WINDOW_NOT_ACTIVE", "ALLOWLIST_VIOLATION", "WINDOW_NOT_ACTIVE"]
 
 
@@ -209,7 +209,7 @@ def test_switch_changes_name_the_operator(home: Home, ops: dict) -> None:
     assert krx("ops", "estop", "off", "--reason", "drill over", home=home).returncode == 0
     bad = krx("ops", "sender", "on", "--reason", "x", home=home, env={"KRX_OPERATOR_TOKEN": "wrong"})
     assert bad.returncode == 2 and "UNKNOWN_OPERATOR" in bad.stdout and not switches.sender(home).on
-    on, off = [e for e in events.read(home) if e["event"].startswith("EMERGENCY_STOP_")]
+    on, off = [e for e in events.read(home) if e["event"].startswith("emergency_stop_")]
     assert (on["operator"], off["operator"]) == ("alice", None) and "@" in off["by"]
     assert switches.emergency_stop(home).by != "alice"  # the last change was made without a token
     for bad_file in (home.root, home.root / "missing.token"):

@@ -17,7 +17,7 @@ import pytest
 from conftest import krx, rotating
 
 from common.home import Home
-from nas import retention
+from nas import backup, retention
 
 DAY = 86400
 
@@ -198,7 +198,7 @@ def test_backup_dated_folders_with_hard_links_and_pruning(home: Home, tmp_path: 
     r = krx("retention", "backup", "--target", str(target), home=home)
     assert r.returncode == 0, r.stderr
     first = [p for p in target.iterdir()]
-    assert len(first) == 1 and retention.SNAPSHOT_RE.match(first[0].name)
+    assert len(first) == 1 and backup.SNAPSHOT_RE.match(first[0].name)
     assert (first[0] / "data/eod/2026.parquet").read_bytes() == (home.data / "eod/2026.parquet").read_bytes()
     assert (first[0] / "configs" / "app.yaml").exists()
     assert not (first[0] / ".venv").exists() and not (first[0] / "reports/done/.r2.pc.tmp").exists()

@@ -18,7 +18,7 @@ import pytest
 from conftest import krx
 
 from common.home import Home, init_home
-from pc import sweep, sweep_report
+from pc import grid, sweep, sweep_report
 from pc.backtest import BacktestError
 
 START, END = "2024-12-02", "2025-06-30"
@@ -148,13 +148,13 @@ def test_the_report_has_the_table_the_heatmap_the_best_five_and_the_warning(defa
     ("{a: 1, b: 2}, 'x,y'", ["{a: 1, b: 2}", "'x,y'"]),
 ])
 def test_grid_values_split_at_the_commas_outside_brackets(text: str, values: list[str]):
-    assert sweep.split_values(text) == values
+    assert grid.split_values(text) == values
 
 
 @pytest.mark.parametrize("text", ["[21,63", "21]", "5,,10", "'open"])
 def test_unbalanced_or_empty_grid_values_are_refused(text: str):
     with pytest.raises(BacktestError, match="bad --grid values"):
-        sweep.split_values(text)
+        grid.split_values(text)
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -27,7 +27,7 @@ def test_set_and_show_who_when_why(home: Home) -> None:
     switches.set_emergency_stop(home, False, "fixed")
     assert switches.external_send_allowed(home) == (True, "")
     log = events.read(home)
-    assert [e["event"] for e in log] == ["EMERGENCY_STOP_ON", "SENDER_ON", "EMERGENCY_STOP_OFF"]
+    assert [e["event"] for e in log] == ["emergency_stop_on", "sender_on", "emergency_stop_off"]
     assert all("@" in e["by"] and e["ts"] and e["reason"] for e in log)
     assert events.verify(home)[0]
 
@@ -72,7 +72,7 @@ def test_gate_modes(home: Home) -> None:
     assert switches.gate(home) == "DRY_RUN"
     with pytest.raises(switches.SwitchError, match="one of"):
         switches.set_gate(home, "FAST", "x")
-    assert [e["event"] for e in events.read(home)][-1] == "GATE_CHANGE_REFUSED"
+    assert [e["event"] for e in events.read(home)][-1] == "gate_change_refused"
 
 
 def test_hand_written_real_enabled_is_not_trusted(home: Home) -> None:

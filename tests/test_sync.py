@@ -19,7 +19,8 @@ from conftest import krx
 
 from common import retry
 from common.home import Home, init_home
-from nas import sync
+from common.redact import redact
+from nas import remote
 
 FAST_RETRY = {"KRX__APP__RETRY__ATTEMPTS": "4", "KRX__APP__RETRY__WAIT_INITIAL_S": "1.0",
               "KRX__APP__RETRY__WAIT_MAX_S": "2.0", "KRX__APP__RETRY__DEADLINE_S": "60"}
@@ -240,7 +241,7 @@ def test_an_interrupted_transfer_never_shows_half_a_result(home: Home, tmp_path:
     proc = subprocess.Popen([sys.executable, "-m", "faces.cli", "sync", "push", "--remote", str(nas),
                              "--bwlimit", "1000"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # its own process group: rsync dies with it
-    staging = nas / "reports" / sync.staging_name()
+    staging = nas / "reports" / remote.staging_name()
     deadline = time.monotonic() + 60  # a start-up deadline for a slow machine: the 6 MB copy itself takes 6 s
     while time.monotonic() < deadline and not any(p.is_file() and p.stat().st_size > 200_000
                                                   for p in staging.rglob("*")):
@@ -257,25 +258,26 @@ def test_an_interrupted_transfer_never_shows_half_a_result(home: Home, tmp_path:
 
 
 def test_rsync_usage_errors_are_not_transient() -> None:
-    rs = sync.Rsync(sync.DEFAULT_RSH, 10, 30)
-    with pytest.raises(sync.SyncError, match="rsync exit 1"):
+    rs = remote.Rsync(remote.DEFAULT_RSH, 10, 30)
+    with pytest.raises(remote.SyncError, match="rsync exit 1"):
         rs.run("x", ["--no-such-option", "/nonexistent/", "/tmp/"])
     with pytest.raises(retry.TransientError, match="rsync exit 23"):
         rs.run("x", ["/nonexistent-krx-source/", "/tmp/nonexistent-krx-dest/"])
 
 
 def test_spec_and_redaction() -> None:
-    assert sync.Spec.parse("nas:/volume1/krx") == sync.Spec("/volume1/krx", "nas")
-    assert sync.Spec.parse("me@nas:krx/").arg("reports", "done", slash=True) == "me@nas:krx/reports/done/"
-    assert sync.Spec.parse("nas:~/krx") == sync.Spec("krx", "nas") and sync.Spec.parse("nas:") == sync.Spec(".", "nas")
-    assert sync.Spec.parse("/mnt/share/krx/").host is None
-    assert sync.Spec.parse("./a:b").host is None
+    assert remote.Spec.parse("nas:/volume1/krx") == remote.Spec("/volume1/krx", "nas")
+    assert remote.Spec.parse("me@nas:krx/").arg("reports", "done", slash=True) == "me@nas:krx/reports/done/"
+    assert remote.Spec.parse("nas:~/krx") == remote.Spec("krx", "nas")
+    assert remote.Spec.parse("nas:") == remote.Spec(".", "nas")
+    assert remote.Spec.parse("/mnt/share/krx/").host is None
+    assert remote.Spec.parse("./a:b").host is None
     for bad in ("", "nas::module", "rsync://nas/krx"):
-        with pytest.raises(sync.SyncError):
-            sync.Spec.parse(bad)
-    assert sync.redact("https://bob:s3cret@github.com/x.git") == "https://***@github.com/x.git"
-    assert sync.redact("fatal: 'https://ghp_TOKEN@host/r' not found") == "fatal: 'https://***@host/r' not found"
-    assert sync.redact("git@github.com:me/r.git") == "git@github.com:me/r.git"
+        with pytest.raises(remote.SyncError):
+            remote.Spec.parse(bad)
+    assert redact("https://bob:s3cret@github.com/x.git") == "https://***@github.com/x.git"
+    assert redact("fatal: 'https://ghp_TOKEN@host/r' not found") == "fatal: 'https://***@host/r' not found"
+    assert redact("git@github.com:me/r.git") == "git@github.com:me/r.git"
 
 
 def test_a_second_sync_of_the_same_home_is_refused(home: Home, tmp_path: Path) -> None:
@@ -376,6 +378,6 @@ def test_git_pull_is_refused_clearly(home: Home) -> None:
 
 def test_redact_hides_a_password_that_contains_an_at_sign() -> None:
     """git takes the last "@" before the host (https://user:p@ss@host/...): no part of the password may remain."""
-    out = sync.redact("fatal: unable to access 'https://bob:p@ss@github.com/me/r.git/': 403")
+    out = redact("fatal: unable to access 'https://bob:p@ss@github.com/me/r.git/': 403")
     assert out == "fatal: unable to access 'https://***@github.com/me/r.git/': 403"
-    assert sync.redact("https://host/a@b and https://x:y@h") == "https://host/a@b and https://***@h"
+    assert redact("https://host/a@b and https://x:y@h") == "https://host/a@b and https://***@h"

@@ -13,7 +13,8 @@ import time
 from test_worker_jobs import Workers, make_request, runs, wait_for
 
 from common.home import init_home
-from common.queue import Queue, parse_claim_name
+from common.queue import Queue
+from common.queue_names import parse_claim_name
 
 N_REQUESTS = 200
 N_WORKERS = 3

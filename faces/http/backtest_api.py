@@ -25,7 +25,8 @@ from starlette.concurrency import run_in_threadpool
 from common import config, events, log, safeio, schemas
 from common.errors import FAILED, OpsError
 from common.home import Home
-from common.queue import ERROR_SUFFIX, Queue, is_valid_id
+from common.queue import Queue
+from common.queue_names import ERROR_SUFFIX, is_valid_id
 from faces.http import auth, install_error_handlers
 
 BODY = "request body"  # how refusals name a POSTed request (a queue file is named by its file name)

@@ -18,13 +18,13 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from common import events, strategy
+from common import events, formats, strategy
 from common.errors import FAILED, REFUSED, OpsError
 from common.home import Home
 from common.log import now as clock_now
 from nas.trading import db, ledger
 
-SNAPSHOT_SCHEMA = "market_snapshot/1"
+SNAPSHOT_SCHEMA = formats.MARKET_SNAPSHOT
 ROW_FIELDS = {"ticker": str, "name": str, "market": str, "close": (int, float), "order": (int, float, type(None)),
               "state": str, "reason": str}
 

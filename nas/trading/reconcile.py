@@ -13,12 +13,12 @@ import json
 import sqlite3
 from pathlib import Path
 
-from common import atomic
+from common import atomic, formats
 from common.home import Home
 from common.log import now as clock_now
 from nas.trading import broker as broker_mod
 
-SCHEMA = "recon_summary/1"
+SCHEMA = formats.RECON_SUMMARY
 
 
 def summary_path(home: Home) -> Path:
