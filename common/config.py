@@ -107,15 +107,16 @@ def _loopback_url(v: Any) -> str | None:
     return None if ok else "a loopback URL with a port, e.g. http://127.0.0.1:29443 (Phase 0: mock only)"
 
 
-def _health_url(v: Any) -> str | None:
+def _http_url(v: Any) -> str | None:
+    """"" (unset) or an http(s) URL with a host: the PC's backtest API, a health check's address."""
     from urllib.parse import urlsplit
 
     try:
         url = urlsplit(v)
-        ok = v == "" or (url.scheme in ("http", "https") and bool(url.hostname) and (url.port or 0) >= 0)
-    except (TypeError, ValueError):
+        ok = v == "" or (url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0)
+    except (TypeError, ValueError, AttributeError):
         ok = False
-    return None if ok else 'an http(s) URL, e.g. http://127.0.0.1:8000/api/ops/health, or "" (not checked)'
+    return None if ok else '"" or an http(s) URL, e.g. http://pc:8000 or http://127.0.0.1:8000/api/ops/health'
 
 
 def _argv(v: Any) -> str | None:
@@ -192,7 +193,10 @@ RULES: dict[str, dict[str, Rule]] = {
         "worker.settle_s": between(0, 3600),
         "worker.max_request_bytes": between(1024, 1 << 30),
         "worker.stop_grace_s": between(0, 3600),
+        "worker.http.port": between(1, 65535),
         "request.years": between(1, 50),
+        "request.via": _http_url,
+        "request.http_timeout_s": between(0.1, 600),
         "sweep.workers": between(0, 1024),
         "sync.via": choice("rsync", "git"),
         "sync.io_timeout_s": between(1, 86_400),
@@ -208,7 +212,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "watchdog.cycle_deadline": _hhmm,
         "watchdog.heartbeat_max_age_s": between(0, 30 * 86_400),
         "watchdog.health_timeout_s": between(0.1, 120),
-        "watchdog.health.*": _health_url,
+        "watchdog.health.*": _http_url,
         "watchdog.restart_timeout_s": between(1, 3600),
         "watchdog.restart.*": _argv,
         "live_fire.weekday": choice("MON", "TUE", "WED", "THU", "FRI"),

@@ -49,7 +49,7 @@ MARKET_SNAPSHOT = "market_snapshot/1"
 RECON_SUMMARY = "recon_summary/1"
 
 FORMATS: tuple[Format, ...] = (
-    Format(BACKTEST_REQUEST, "reports/pending/<id>.json", "krx request (nas/request.py)",
+    Format(BACKTEST_REQUEST, "reports/pending/<id>.json", "krx request (nas/request.py); the PC's backtest API",
            "krx worker (common/schemas.py validates)"),
     Format(BACKTEST_SWEEP, "reports/pending/<id>.json", "krx request --sweep", "krx worker -> pc/sweep.py"),
     Format(QUEUE_ERROR, "reports/failed/<id>.error.json", "common/queue.py", "a person; krx ops status"),

@@ -66,6 +66,11 @@ LOST_RACE: tuple[type[OSError], ...] = (
 )
 
 
+def encode(request: Mapping[str, Any]) -> bytes:
+    """A request as the queue stores it (and as `krx request --via` sends it): UTF-8 JSON, dates as text."""
+    return (json.dumps(dict(request), ensure_ascii=False, indent=2, default=str) + "\n").encode("utf-8")
+
+
 def _mtime(path: Path) -> float | None:
     try:
         return path.stat().st_mtime
@@ -179,7 +184,7 @@ class Queue:
             return False
         self.inbox.mkdir(parents=True, exist_ok=True)
         tmp = self.inbox / f".{request_id}.tmp"
-        data = (json.dumps(dict(request), ensure_ascii=False, indent=2, default=str) + "\n").encode("utf-8")
+        data = encode(request)
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)

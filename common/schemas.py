@@ -280,7 +280,14 @@ def request_id(strategy: str, start: dt.date | str, end: dt.date | str, params: 
     digest = hashlib.sha256(json.dumps([strategy, _iso(start), _iso(end), dict(params or {}), universe],
                                        sort_keys=True, default=str).encode()).hexdigest()[:8]
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", strategy)[:80] or "request"
-    return f"{safe}_{_iso(start).replace('-', '')}_{_iso(end).replace('-', '')}_{digest}"
+    return f"{safe}_{_compact(start)}_{_compact(end)}_{digest}"
+
+
+def _compact(day: dt.date | str) -> str:
+    """YYYYMMDD of a date; something that is not one (a typo in a query) still makes a valid id, so the
+    validation that follows names the date's own field."""
+    text = _iso(day)
+    return text.replace("-", "") if is_date(text) else "nodate"
 
 
 def new_sweep(strategy: str, start: dt.date | str, end: dt.date | str, grid: Mapping[str, list], *,
@@ -301,8 +308,9 @@ def new_request(strategy: str, start: dt.date | str, end: dt.date | str, *, para
                 universe: str | list[str] = "ALL", requested_by: str | None = None,
                 correlation_id: str | None = None, id: str | None = None,
                 created_at: dt.datetime | str | None = None, home: Home | None = None,
-                strategies: Mapping | None = None) -> dict:
-    """A backtest_request/1, valid by construction (validated here; raises RequestError otherwise)."""
+                strategies: Mapping | None = None, file: str | None = None) -> dict:
+    """A backtest_request/1, valid by construction (validated here; raises RequestError otherwise, naming `file`:
+    default the request's file name)."""
     params = dict(params or {})
     request = {
         "schema": SCHEMA,
@@ -316,4 +324,4 @@ def new_request(strategy: str, start: dt.date | str, end: dt.date | str, *, para
         "requested_by": requested_by or (socket.gethostname() or "unknown")[:128],
         "correlation_id": correlation_id,
     }
-    return validate(request, home=home, strategies=strategies, file=f"{request['id']}.json")
+    return validate(request, home=home, strategies=strategies, file=file or f"{request['id']}.json")

@@ -1,15 +1,23 @@
-"""`krx request`: queue the day's backtest request for the PC worker (DESIGN 6, submit)."""
+"""`krx request`: queue the day's backtest request for the PC worker (DESIGN 6, submit).
+
+With `--via http://pc:8000` (or app.yaml `request.via`) the request goes to the PC's backtest API (`krx worker
+--http`) instead, with the operator token of KRX_OPERATOR_TOKEN, under the project's retry policy; when the PC does
+not answer (off, unreachable, or failing with 5xx after the retries) it falls back to the file queue. The log says
+which path took it (`path=http` or `path=file`). A refusal (a bad token, a request the PC's validation rejects) is
+an error, not a fallback: the same request would be refused by the worker too. The request id is deterministic, so
+sending the same day twice (or a retry whose first answer was lost) queues it once."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import logging
+import os
 from pathlib import Path
 
 import yaml
 
-from common import config, events, log, queue, schemas
+from common import config, events, log, operators, queue, retry, schemas
 from common.args import parse_date
 from common.errors import EXIT_FAILED, EXIT_OK
 from common.home import Home
@@ -85,10 +93,56 @@ def build_sweep(home: Home, path: Path, day: dt.date | None = None) -> dict:
                              home=home, strategies=strategies, requested_by=events.who())
 
 
+def send(home: Home, request: dict, via: str) -> dict | None:
+    """POST `request` to the PC's backtest API at `via`: its answer (`queued` false when the PC already had it), or
+    None when the PC does not answer. ValueError for a refusal, naming the API's code and message."""
+    import httpx
+
+    token = operators.token_from(os.environ, None)
+    if not token:
+        raise ValueError(f"--via {via}: the PC's backtest API needs an operator token in {operators.TOKEN_ENV} "
+                         "(`krx ops operator add NAME` on the PC prints one)")
+    app = config.load("app", home)
+    url = via.rstrip("/") + "/backtest"
+
+    def post() -> httpx.Response:
+        try:
+            answer = httpx.post(url, params={"strategy": request["strategy"]}, content=queue.encode(request),
+                                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                                timeout=app["request"]["http_timeout_s"])
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise ValueError(f"--via {via}: expected an http URL like http://pc:8000 ({exc})") from None
+        except httpx.TransportError as exc:  # refused, timed out, reset: the PC may be off
+            raise retry.TransientError(f"{url}: {type(exc).__name__}: {exc}") from None
+        if answer.status_code == 429 or answer.status_code >= 500:
+            raise retry.TransientError(f"{url}: HTTP {answer.status_code}")
+        return answer
+
+    try:
+        answer = retry.call(post, retry_cfg=app["retry"])
+    except retry.TransientError as exc:
+        log.event(_log, "REQUEST_FALLBACK", f"id={request['id']} the PC's backtest API did not answer ({exc}); "
+                  "using the file queue", level=logging.WARNING)
+        return None
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {}
+    if answer.status_code not in (200, 202) or not isinstance(body, dict) or body.get("id") != request["id"]:
+        what = f"{body.get('code')}: {body.get('message')}" if isinstance(body, dict) and body.get("code") else \
+            answer.text[:200]
+        raise ValueError(f"the PC's backtest API at {via} refused request {request['id']}: HTTP "
+                         f"{answer.status_code} {what}")
+    return body
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--date", type=parse_date, help="the day the request ends on (default: the store's last day)")
     p.add_argument("--sweep", type=Path, metavar="FILE", help="queue a backtest_sweep/1 instead: a YAML file with "
                    "grid: (parameter: [values]) and optionally strategy, start, end, universe (docs/sweep.md)")
+    p.add_argument("--via", metavar="URL", help="send it to the PC's backtest API (`krx worker --http`), e.g. "
+                   "http://pc:8000, falling back to the file queue when the PC does not answer; \"\" = the file "
+                   "queue (default: app.yaml request.via)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,15 +150,19 @@ def run(args: argparse.Namespace) -> int:
     log.setup_logging("request", home)
     try:
         request = build_sweep(home, args.sweep, args.date) if args.sweep else build(home, args.date)
-        queued = queue.Queue.of_home(home).submit(request)
+        via = config.load("app", home)["request"]["via"] if args.via is None else args.via
+        answer = send(home, request, via) if via else None
+        path = "file" if answer is None else "http"
+        queued = queue.Queue.of_home(home).submit(request) if answer is None else bool(answer.get("queued"))
     except (ValueError, OSError, StoreError) as exc:  # RequestError and ConfigError are ValueErrors too
         log.event(_log, "REQUEST_FAILED", str(exc), rc=EXIT_FAILED, level=logging.ERROR)
         return EXIT_FAILED
     what = "queued" if queued else "already queued or done; nothing new"
+    where = f"path=http via={via}" if path == "http" else "path=file"
     log.event(_log, "REQUEST_QUEUED" if queued else "REQUEST_EXISTS",
-              f"id={request['id']} {request['start']}..{request['end']} {what}", rc=EXIT_OK)
+              f"id={request['id']} {where} {request['start']}..{request['end']} {what}", rc=EXIT_OK)
     if queued:
         events.append(home, "request_queued", correlation_id=request["correlation_id"], id=request["id"],
-                      start=request["start"], end=request["end"])
+                      start=request["start"], end=request["end"], via=path)
     print(request["id"])
     return EXIT_OK

@@ -372,14 +372,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         from pc import worker
+        from pc.worker_settings import positive
 
         parser = Parser(prog="python -m pc.backtest run",
                         description="process every pending backtest request, then exit")
         parser.add_argument("--inbox", type=Path, help="the queue's inbox (default: reports/pending of the home)")
         parser.add_argument("--out", type=Path, help="where results go (default: done/ beside the inbox)")
-        parser.add_argument("--max-attempts", type=worker._positive(int), help="tries before failed/ (default: "
+        parser.add_argument("--max-attempts", type=positive(int), help="tries before failed/ (default: "
                             "app.yaml)")
-        parser.add_argument("--concurrency", type=worker._positive(int), help="jobs at the same time (default: "
+        parser.add_argument("--concurrency", type=positive(int), help="jobs at the same time (default: "
                             "app.yaml)")
         args = parser.parse_args(argv[1:])
         return worker.run_once(args.inbox, args.out, max_attempts=args.max_attempts, concurrency=args.concurrency)

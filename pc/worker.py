@@ -1,10 +1,9 @@
-"""`krx worker`: watch the queue's inbox, claim requests, run the backtest, publish results (DESIGN section 6).
+"""The worker loop behind `krx worker`: watch the queue's inbox, claim requests, run the backtest, publish results
+(DESIGN section 6). Its settings and queue options: pc.worker_settings; its intake (scan, refuse, claim):
+pc.worker_intake; the command (with `--http`, the backtest API): faces/cli/worker.py.
 
-    krx worker [--inbox reports/pending] [--out reports/done] [--polling] [--interval S] [--lease S]
-               [--max-attempts N] [--concurrency N] [--once]
-
-- A watchdog observer (native, or polling for network shares) only wakes the worker up: the inbox is also
-  scanned at start-up and every interval, so a file that raised no event (there before the start, written by
+- A watchdog observer (native, or polling for network shares; pc.watch) only wakes the worker up: the inbox is
+  also scanned at start-up and every interval, so a file that raised no event (there before the start, written by
   another machine) is still found.
 - Each request is validated before any work (common.schemas); an invalid one goes to failed/ with its
   error_code. A file that does not parse yet may still be being written in place (a plain SMB copy): it is
@@ -19,9 +18,7 @@ Every failure is one ERROR line (so one Slack message) and an event in the ops e
 
 from __future__ import annotations
 
-import argparse
 import collections
-import importlib
 import json
 import logging
 import os
@@ -29,24 +26,25 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from common import config, events, heartbeat, log, safeio, schemas
+from common import config, events, heartbeat, log
 from common.errors import EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.queue import Queue
 from common.queue_names import Claim, Entry, new_owner
+from pc.watch import start_observer
+from pc.worker_intake import Intake
+from pc.worker_settings import DEFAULT_JOB, Job, Settings, add_arguments, load_job
 
-DEFAULT_JOB = "pc.jobs:run"
+__all__ = ["DEFAULT_JOB", "Job", "Settings", "Worker", "add_arguments", "build", "load_job", "run_once"]
+
 RESULT_FILE = "result.json"
 
 _log = log.get("worker")
-
-# The job: run_request(request, out_dir, home, progress=None) -> result dict; it writes its files into out_dir.
-Job = Callable[..., Mapping[str, Any] | None]
 
 
 class JobCancelled(Exception):
@@ -55,46 +53,6 @@ class JobCancelled(Exception):
 
 class ClaimLost(Exception):
     """Raised by progress() when another worker took this claim back (our heartbeat came too late)."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The `worker:` section of configs/app.yaml, with command-line overrides."""
-
-    polling: bool = False
-    interval_s: float = 5.0
-    lease_s: float = 300.0
-    max_attempts: int = 3
-    concurrency: int = 1
-    settle_s: float = 3.0
-    max_request_bytes: int = schemas.DEFAULT_MAX_BYTES
-    stop_grace_s: float = 20.0
-
-    @classmethod
-    def from_config(cls, home: Home | None = None, **overrides: Any) -> Settings:
-        cfg = config.load("app", home).get("worker", {})
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in cfg.items() if k in known}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    @property
-    def heartbeat_s(self) -> float:
-        # Several beats per lease, so one late beat (a busy machine) never looks like a dead worker.
-        return max(0.02, min(self.interval_s, self.lease_s / 5))
-
-
-def load_job(spec: str) -> Job:
-    """`module:function` -> the callable."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"--job expects MODULE:FUNCTION, got {spec!r}")
-    target: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        target = getattr(target, part)
-    if not callable(target):
-        raise ValueError(f"{spec} is not callable")
-    return target
 
 
 def _permanent(error: BaseException | None) -> bool:
@@ -129,42 +87,7 @@ class _Active:
             raise JobCancelled("the worker is stopping")
 
 
-class _Hint:
-    """watchdog handler: any new name in the inbox asks the worker for a scan (which then decides what to do)."""
-
-    def __init__(self, inbox: Path, hint: Callable[[], None]):
-        self.inbox = os.path.normcase(str(inbox))
-        self.hint = hint
-
-    def dispatch(self, event: Any) -> None:
-        kind = event.event_type
-        if kind not in ("created", "moved", "modified", "closed"):
-            return
-        path = os.fsdecode(event.dest_path if kind == "moved" else event.src_path)
-        name = os.path.basename(path)
-        if name.startswith(".") or not name.endswith(".json"):
-            return
-        if os.path.normcase(os.path.dirname(path)) == self.inbox:
-            self.hint()
-
-
-def _shorten_inotify_move_delay(seconds: float = 0.01) -> None:
-    """watchdog's inotify backend holds every IN_MOVED_FROM for 0.5 s to pair it with its IN_MOVED_TO, and every
-    later event waits behind it (watchdog issue #649). Each claim renames a file out of the inbox, so on a busy
-    queue a new request would be seen half a second late. Events are only hints here (a move reported as a
-    delete plus a create wakes us just the same), so a short pairing window is enough."""
-    for module, name in (("watchdog.observers.inotify_move_event_grouper", "InotifyMoveEventGrouper"),  # 6+
-                         ("watchdog.observers.inotify_buffer", "InotifyBuffer")):  # watchdog 4 and 5
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):  # not Linux, or another layout: the default delay stays
-            continue
-        if getattr(cls, "delay", 0) > seconds:
-            cls.delay = seconds
-        return
-
-
-class Worker:
+class Worker(Intake):
     """One worker process: claims requests from `queue` and runs `job` on them, `settings.concurrency` at a time."""
 
     def __init__(self, queue: Queue, home: Home, settings: Settings, job: Job, *, owner: str | None = None,
@@ -218,7 +141,10 @@ class Worker:
         if not self._refresh_strategies(first=True):
             return EXIT_FAILED
         previous = self._install_signals() if install_signals else {}
-        observer = None if once else self._start_observer()
+        observer = None
+        if not once:
+            observer, self.observer_kind = start_observer(self.queue.inbox, self.hint, polling=s.polling,
+                                                          interval_s=s.interval_s)
         beat = threading.Thread(target=self._beat, name="krx-heartbeat", daemon=True)
         beat.start()
         log.event(_log, "WORKER_START", f"owner={self.owner} inbox={self.queue.inbox} out={self.queue.out} "
@@ -265,26 +191,6 @@ class Worker:
             if signum is not None:
                 previous[signum] = signal.signal(signum, self._on_signal)
         return previous
-
-    def _start_observer(self) -> Any:
-        from watchdog.observers import Observer
-        from watchdog.observers.polling import PollingObserver
-
-        _shorten_inotify_move_delay()
-
-        kinds = ["polling"] if self.settings.polling else ["native", "polling"]
-        for kind in kinds:
-            observer = PollingObserver(timeout=self.settings.interval_s) if kind == "polling" else Observer()
-            try:
-                observer.schedule(_Hint(self.queue.inbox, self.hint), str(self.queue.inbox), recursive=False)
-                observer.start()
-            except OSError as exc:  # e.g. the inotify watch limit: polling still works
-                log.event(_log, "WATCH", f"{kind} observer failed ({exc}); trying polling", level=logging.WARNING)
-                continue
-            self.observer_kind = kind
-            return observer
-        self.observer_kind = "scan-only"
-        return None
 
     def _beat(self) -> None:
         while not (self._stopping.is_set() and not self._active):
@@ -333,135 +239,15 @@ class Worker:
         for path in self.queue.cleanup(s.lease_s):
             log.event(_log, "CLEANUP", f"removed {path.name} left by a stopped worker", level=logging.DEBUG)
 
-    # --- claiming ---------------------------------------------------------------------------------------------
+    # --- running ----------------------------------------------------------------------------------------------
 
-    def _fill(self) -> tuple[int, int, bool]:
-        """Claim what fits. Returns (jobs started, inbox entries left for later, whether the inbox was scanned)."""
-        s = self.settings
-        now = time.monotonic()
-        scanned = False
-        if not self._backlog or self._rescan.is_set() or now >= self._next_scan:
-            self._rescan.clear()
-            self._next_scan = now + s.interval_s
-            entries = self.queue.pending()
-            present = {e.path for e in entries}
-            for path in [p for p in self._seen if p not in present]:
-                del self._seen[path]
-            for path in [p for p in self._stuck if p not in present]:
-                del self._stuck[path]
-            self._backlog = collections.deque(entries)
-            scanned = True
-        started, skipped = 0, 0
-        while self._backlog and not self._stopping.is_set():
-            with self._lock:
-                if len(self._active) >= s.concurrency:
-                    break
-                mine = self._backlog[0].id in self._active
-            entry = self._backlog.popleft()
-            if mine:  # the same id queued twice: the next scan sees it again once ours is finished
-                skipped += 1
-                continue
-            try:
-                wait = self._consider(entry)
-            except OSError as exc:
-                if not self.queue.inbox.is_dir():
-                    raise  # the share itself is gone: the run loop waits for it
-                # one file this worker cannot touch must not hold up the requests behind it
-                if self._stuck.get(entry.path) != str(exc):
-                    self._stuck[entry.path] = str(exc)
-                    log.event(_log, "REQUEST_STUCK", f"{entry.path.name}: {type(exc).__name__}: {exc}; skipped, "
-                              f"tried again every {s.interval_s:g}s (check the file's permissions)",
-                              level=logging.WARNING)
-                continue
-            if wait is True:
-                started += 1
-            elif wait is not False:  # not complete yet: look again when it may have settled
-                skipped += 1
-                self._next_scan = min(self._next_scan, time.monotonic() + wait)
-        return started, len(self._backlog) + skipped, scanned
-
-    def _consider(self, entry: Entry) -> bool | float:
-        """Claim and start one inbox entry: True if started, False if not (gone, failed), or seconds to wait for
-        a file that is still being written. Only a parse here: the full validation reads the claimed file."""
-        if not entry.valid_name:
-            name = safeio.show_name(entry.path.name)
-            if entry.kind != "file":
-                what = f"{name}: is a {entry.kind}, not a regular file (a request never chooses a path)"
-            else:
-                what = f"{name}: id: the file name is not a request file name <id>.json with id matching " \
-                       "[A-Za-z0-9._-]{1,128}"
-            self._reject(entry, schemas.RequestError(schemas.INVALID_REQUEST, what, file=name, field="id"))
-            return False
-        try:
-            schemas.read(entry.path, max_bytes=self.settings.max_request_bytes)
-        except FileNotFoundError:
-            return False  # another worker claimed it
-        except schemas.RequestError as exc:
-            wait = self._settle(entry, exc)
-            if wait is not None:
-                return wait
-            self._reject(entry, exc)
-            return False
-        except OSError as exc:
-            log.event(_log, "READ", f"{entry.path.name}: {exc}", level=logging.WARNING)
-            return False
-        self._seen.pop(entry.path, None)
-        return self._claim_and_start(entry)
-
-    def _settle(self, entry: Entry, exc: schemas.RequestError) -> float | None:
-        """Seconds to wait before failing a file that does not parse, or None to fail it now. The file must stay
-        the same (size and mtime, as seen by this worker's own clock) for settle_s: a copy still writing in place
-        changes, and another machine's clock never enters the comparison."""
-        if exc.code != schemas.INVALID_JSON:
-            return None
-        try:
-            st = entry.path.stat()
-        except FileNotFoundError:
-            return self.settings.settle_s
-        sig, now = (st.st_size, st.st_mtime_ns), time.monotonic()
-        seen = self._seen.get(entry.path)
-        if seen is None or seen[0] != sig:
-            self._seen[entry.path] = (sig, now)
-            return self.settings.settle_s
-        left = self.settings.settle_s - (now - seen[1])
-        return left if left > 0 else None
-
-    def _reject(self, entry: Entry, exc: schemas.RequestError) -> None:
-        if self.queue.fail_entry(entry, exc.code, str(exc), self.owner, field=exc.field):
-            self._seen.pop(entry.path, None)
-            shown = safeio.show_name(entry.id)
-            log.event(_log, "REQUEST_FAILED", f"id={shown} error_code={exc.code} {exc}", rc=EXIT_FAILED,
-                      level=logging.ERROR)
-            _append_event(self.home, "backtest_rejected", None, id=shown, error_code=exc.code, message=str(exc))
-
-    def _claim_and_start(self, entry: Entry) -> bool:
-        s = self.settings
-        claim = self.queue.claim(entry, self.owner)
-        if claim is None:
-            return False
-        if self.queue.is_done(claim.id):  # idempotent: a request queued again after its result
-            self.queue.drop(claim)
-            log.event(_log, "ALREADY_DONE", f"id={claim.id}: done/{claim.id}/ exists; not run again")
-            return False
-        try:  # the claimed file is the one that counts: read it again
-            request = schemas.load(claim.path, stem=claim.id, strategies=self._strategies,
-                                   max_bytes=s.max_request_bytes, name=entry.path.name)
-        except (schemas.RequestError, OSError) as exc:
-            code = getattr(exc, "code", schemas.INVALID_REQUEST)
-            if self.queue.fail(claim, code, str(exc), attempts=entry.attempts, field=getattr(exc, "field", None)):
-                log.event(_log, "REQUEST_FAILED", f"id={claim.id} error_code={code} {exc}", rc=EXIT_FAILED,
-                          level=logging.ERROR)
-                _append_event(self.home, "backtest_rejected", None, id=claim.id, error_code=code, message=str(exc))
-            return False
+    def _start(self, claim: Claim, request: dict) -> None:
         active = _Active(claim, request)
         active.thread = threading.Thread(target=self._run_job, args=(active,), name=f"krx-job-{claim.id}",
                                          daemon=True)
         with self._lock:
             self._active[claim.id] = active
         active.thread.start()
-        return True
-
-    # --- running ----------------------------------------------------------------------------------------------
 
     def _run_job(self, active: _Active) -> None:
         claim, request = active.claim, active.request
@@ -596,48 +382,3 @@ def run_once(inbox: str | os.PathLike | None = None, out: str | os.PathLike | No
         log.event(_log, "WORKER_START", f"cannot load the job: {exc}", rc=EXIT_FAILED, level=logging.ERROR)
         return EXIT_FAILED
     return worker.run(once=True)
-
-
-def _positive(kind: type) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        return value
-    return parse
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--inbox", type=Path, help="the queue's inbox (default: reports/pending of the home); "
-                        "processing/ and failed/ sit beside it")
-    parser.add_argument("--out", type=Path, help="where results go (default: done/ beside the inbox)")
-    parser.add_argument("--polling", action=argparse.BooleanOptionalAction, default=None,
-                        help="poll instead of native file events: needed on SMB/NFS shares (default: app.yaml)")
-    parser.add_argument("--interval", type=_positive(float), metavar="S",
-                        help="inbox re-scan, lease check and polling period in seconds")
-    parser.add_argument("--lease", type=_positive(float), metavar="S",
-                        help="a claim whose heartbeat is older than this goes back to the inbox")
-    parser.add_argument("--max-attempts", type=_positive(int), metavar="N", help="tries before failed/")
-    parser.add_argument("--concurrency", type=_positive(int), metavar="N", help="jobs run at the same time")
-    parser.add_argument("--settle", type=_positive(float), metavar="S",
-                        help="a request that does not parse is failed once unchanged this long")
-    parser.add_argument("--once", action="store_true", help="process everything pending, then exit")
-    parser.add_argument("--job", default=DEFAULT_JOB, metavar="MODULE:FUNCTION",
-                        help=f"the job run on each request (default {DEFAULT_JOB}); another function with the same "
-                        "signature serves tests, benchmarks and custom jobs. Requests never choose it.")
-
-
-def run(args: argparse.Namespace) -> int:
-    home = Home.from_env()
-    log.setup_logging("worker", home)
-    try:
-        worker = build(args.inbox, args.out, home=home, job=args.job, polling=args.polling,
-                       interval_s=args.interval, lease_s=args.lease, max_attempts=args.max_attempts,
-                       concurrency=args.concurrency, settle_s=args.settle)
-    except (ImportError, AttributeError, ValueError) as exc:
-        log.event(_log, "WORKER_START", f"cannot load the job {args.job}: {exc}", rc=EXIT_FAILED, level=logging.ERROR)
-        return EXIT_FAILED
-    return worker.run(once=args.once)

@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "request": ("nas.request", "queue a backtest request for the PC worker"),
     "backtest": ("pc.backtest", "run one backtest on the store"),
     "sweep": ("pc.sweep", "run a grid of backtests on Dask: every combination of the parameters"),
-    "worker": ("pc.worker", "watch the queue and run backtest requests"),
+    "worker": ("faces.cli.worker", "watch the queue and run backtest requests (--http: the backtest API)"),
     "sync": ("nas.sync", "bring results home with rsync or git"),
     "retention": ("nas.retention", "archive old reports and data; back up the home"),
     "ops": ("faces.cli.ops", "safety switches, event log, daily cycle, risk summary"),

@@ -1,4 +1,5 @@
-"""The HTTP faces (FastAPI on uvicorn): the execution server, the approval API and page, the mock KIS broker.
+"""The HTTP faces (FastAPI on uvicorn): the execution server, the approval API and page, the mock KIS broker, the
+PC's backtest API.
 
 They parse input, call the core and map its errors to HTTP statuses here, in one place: the code of the project's
 one error base (common.errors.AlertorError) picks the status (STATUS), any other REFUSED error is 403 and a FAILED
@@ -9,6 +10,8 @@ names only its type, never a value (a token or a secret never reaches an answer)
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,8 +40,10 @@ def status_of(exc: AlertorError) -> int:
 def error_response(exc: AlertorError) -> JSONResponse:
     """The answer for a project error: its status, `{code, message}`, and the headers it carries (RATE_LIMITED:
     Retry-After)."""
-    return JSONResponse(status_code=status_of(exc), content={"code": exc.code, "message": exc.message},
-                        headers=getattr(exc, "headers", None))
+    content = {"code": exc.code, "message": exc.message}
+    if getattr(exc, "field", None):  # a refused request names its field (common.schemas.RequestError)
+        content["field"] = exc.field
+    return JSONResponse(status_code=status_of(exc), content=content, headers=getattr(exc, "headers", None))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -64,3 +69,43 @@ def run(app: FastAPI, host: str, port: int) -> None:
 
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
+
+
+class Background:
+    """`app` served by uvicorn in a thread of this process, on a socket bound here (so a port in use is an OSError
+    for the caller, not a log line in a thread). `krx worker --http` runs it beside the worker loop."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        import socket
+
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind((host, port))
+        except OSError:
+            self.socket.close()
+            raise
+        self.port = self.socket.getsockname()[1]
+        # uvicorn installs signal handlers only in the main thread: in this one it leaves them to the caller
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                                    timeout_graceful_shutdown=5))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]},
+                                       name="krx-http", daemon=True)
+
+    def start(self, limit_s: float = 30) -> None:
+        """Start serving; returns once uvicorn accepts connections (or raises if its thread ended instead)."""
+        self.thread.start()
+        deadline = time.monotonic() + limit_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise OSError(f"the HTTP server did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Finish the requests in flight (at most timeout_graceful_shutdown), then close."""
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.socket.close()
