@@ -30,6 +30,9 @@ STATUS = {
     "NOT_PENDING": 409, "PROPOSALS_EXIST": 409, "CYCLE_RUNNING": 409, "LIVE_FIRE_RUNNING": 409,
     "RATE_LIMITED": 429, "STATE_UNREADABLE": 503,
     "EXECUTION_UNREACHABLE": 502, "BROKER_FAILED": 502,
+    # the PC's backtest API: a request refused exactly as a queue file would be (common.schemas codes)
+    "INVALID_JSON": 400, "INVALID_REQUEST": 422, "STRATEGY_NOT_ALLOWED": 422, "TOO_LARGE": 413,
+    "UNKNOWN_REQUEST": 404, "NOT_DONE": 409, "NO_REPORT": 404,
 }
 
 
