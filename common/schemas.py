@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common import config, formats, safeio
+from common import config, config_rules, formats, safeio
 from common.errors import AlertorError
 from common.home import Home
 from common.log import now
@@ -49,7 +49,7 @@ REQUIRED = ("schema", "id", "created_at", "strategy", "params", "universe", "sta
 SWEEP_REQUIRED = tuple("grid" if k == "params" else k for k in REQUIRED)
 OPTIONAL = ("correlation_id",)
 UNIVERSES = ("ALL", "KOSPI", "KOSDAQ", "KONEX")
-TICKER_RE = config.TICKER_RE
+TICKER_RE = config_rules.TICKER_RE
 MAX_TICKERS = 5000
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TEXT_RE = re.compile(r"[^\x00-\x1f\x7f]{1,128}")  # printable one-liners: they end up in logs

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import krx
 
-from common import config, schemas
+from common import config, config_rules, schemas
 from common.home import Home
 
 OUT_OF_RANGE = [
@@ -54,7 +54,8 @@ def _numbers(data, prefix=""):
 def test_every_numeric_setting_has_a_range(name: str) -> None:
     shipped = yaml.safe_load(config.default_path(name).read_text(encoding="utf-8"))
     for key in _numbers(shipped):
-        assert any(config._matches(pattern, key) for pattern in config.RULES[name]), f"{name}.yaml: {key} has no range"
+        patterns = config_rules.RULES[name]
+        assert any(config._matches(p, key) for p in patterns), f"{name}.yaml: {key} has no range"
 
 
 def test_nan_and_infinity_are_refused_in_the_file_too(home: Home) -> None:

@@ -22,7 +22,7 @@ from fastapi import FastAPI, Header, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from common import config, events, log, safeio, schemas
+from common import config_rules, events, log, safeio, schemas
 from common.errors import FAILED, OpsError
 from common.home import Home
 from common.queue import Queue
@@ -39,9 +39,9 @@ _log = log.get("backtest_api")
 
 def check_bind(host: str, allow_remote: bool) -> None:
     """Loopback only unless app.yaml `worker.http.allow_remote` (the NAS's `api.allow_remote` rule)."""
-    if host not in config.LOOPBACK_HOSTS and not allow_remote:
+    if host not in config_rules.LOOPBACK_HOSTS and not allow_remote:
         raise OpsError("REMOTE_NOT_ALLOWED", f"configs/app.yaml: worker.http.host: {host} is not a loopback address "
-                       f"({', '.join(config.LOOPBACK_HOSTS)}); set worker.http.allow_remote: true to serve other "
+                       f"({', '.join(config_rules.LOOPBACK_HOSTS)}); set worker.http.allow_remote: true to serve other "
                        "machines (every POST still needs an operator token)", FAILED)
 
 
