@@ -22,11 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def create_app(home: Home, cfg: dict):
     from fastapi import FastAPI
 
-    from faces.http import approvals, install_error_handlers
+    from faces.http import approvals, dashboard, install_error_handlers
 
     app = FastAPI(title="krx serve: the approval side")
     install_error_handlers(app)
     app.include_router(approvals.router(home, cfg))
+    app.include_router(dashboard.router(home))
     return app
 
 

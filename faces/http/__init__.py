@@ -1,4 +1,5 @@
-"""The HTTP faces (FastAPI on uvicorn): the execution server, the approval API and page, the mock KIS broker.
+"""The HTTP faces (FastAPI on uvicorn): the execution server, the approval API and page, the dashboard, the mock KIS
+broker.
 
 They parse input, call the core and map its errors to HTTP statuses here, in one place: the code of the project's
 one error base (common.errors.AlertorError) picks the status (STATUS), any other REFUSED error is 403 and a FAILED
@@ -19,6 +20,7 @@ STATUS = {
     "TOKEN_INVALID": 401, "OPERATOR_REQUIRED": 401, "UNKNOWN_OPERATOR": 401, "SERVICE_CREDENTIAL_INVALID": 401,
     "UNKNOWN_PROPOSAL": 404, "BAD_TTL": 422, "REASON_REQUIRED": 422, "BAD_REQUEST": 422,
     "NOT_PENDING": 409, "PROPOSALS_EXIST": 409, "EXECUTION_UNREACHABLE": 502, "BROKER_FAILED": 502,
+    "SESSION_REQUIRED": 401, "CSRF_INVALID": 403, "CYCLE_LOCKED": 409,
 }
 
 
