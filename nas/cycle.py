@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common import atomic, config, events, locks, log, switches, window
-from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK, REFUSED, OpsError
+from common import atomic, config, events, log, switches, window
+from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK
 from common.home import Home
 from common.redact import redact
 
@@ -313,22 +313,6 @@ def run_cycle(home: Home, day: dt.date | None = None, *, command: Sequence[str],
         run.steps.append(Step("cycle", FAILED, None, 0, _redact(f"{type(exc).__name__}: {exc}", run.env)[:500]))
         run.result, run.reason = FAILED, "CYCLE_ERROR"
     return run.finish()
-
-
-def run_exclusive(home: Home, day: dt.date | None = None, *, command: Sequence[str],
-                  base_env: Mapping[str, str] | None = None, now: dt.datetime | None = None) -> tuple[int, dict]:
-    """run_cycle under the home's `daily` job lock, which the cron wrapper's `--lock daily` shares, so a cycle
-    started by hand (the CLI, the dashboard) never runs beside another. When one holds it: OpsError CYCLE_LOCKED
-    (exit 2), logged, and nothing ran."""
-    try:
-        with locks.job_lock(home, "daily", wait_s=0):
-            return run_cycle(home, day, command=command, base_env=base_env, now=now)
-    except locks.LockBusy:
-        where = locks.job_lock_path(home, "daily")
-        log.event(_log, "OPS_CYCLE_LOCKED", f"another ops cycle is running ({where}); this one did nothing",
-                  rc=EXIT_BLOCKED, level=logging.WARNING)
-        raise OpsError("CYCLE_LOCKED", f"another ops cycle is running ({where}); this one did nothing",
-                       REFUSED) from None
 
 
 def _cycle(run: _Run) -> None:

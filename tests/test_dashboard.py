@@ -178,7 +178,7 @@ def test_a_cycle_already_running_is_refused_on_the_page(served: ProcessServer, h
     client, csrf = sign_in(served.url, token)
     with locks.job_lock(home, "daily"):
         answer = client.post("/dashboard/cycle", data={"csrf": csrf})
-    assert answer.status_code == 409 and "CYCLE_LOCKED" in answer.text
+    assert answer.status_code == 409 and "CYCLE_RUNNING" in answer.text
     assert not (home.reports / "ops/daily/ops_report_latest.json").exists()
 
 

@@ -31,7 +31,7 @@ import logging
 import os
 import sys
 
-from common import events, log, operators, switches, window
+from common import events, locks, log, operators, switches, window
 from common.args import parse_date
 from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK, OpsError
 from common.home import Home
@@ -273,10 +273,13 @@ def run(args: argparse.Namespace) -> int:
         from nas import cycle
 
         log.setup_logging("ops", home)
-        try:
-            rc, receipt = cycle.run_exclusive(home, args.date, command=KRX)
-        except OpsError as exc:  # CYCLE_LOCKED (already logged): another cycle is running, this one did nothing
-            return exc.exit_code
+        try:  # the cron cycle and one started by hand never run at once (the wrapper's `--lock daily`)
+            with locks.job_lock(home, "daily", wait_s=0):
+                rc, receipt = cycle.run_cycle(home, args.date, command=KRX)
+        except locks.LockBusy:
+            log.event(_log, "OPS_CYCLE_LOCKED", f"another ops cycle is running ({locks.job_lock_path(home, 'daily')}"
+                      "); this one did nothing", rc=EXIT_BLOCKED, level=logging.WARNING)
+            return EXIT_BLOCKED
         print(f"ops cycle {receipt['run_id']}: {receipt['result']} ({receipt['reason']}) -> "
               f"{receipt.get('snapshot', cycle.latest_receipt_path(home))}")
         for check in receipt.get("preflight", []):  # what failed, not only that it did: the file and the key
