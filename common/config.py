@@ -189,6 +189,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "live_fire.weekday": choice("MON", "TUE", "WED", "THU", "FRI"),
         "live_fire.start": _hhmm,
         "live_fire.end": _hhmm,
+        "api.post_burst": between(1, 10_000),
+        "api.post_per_minute": between(1, 100_000),
     },
     "execution_allowlist": {"allowed": _action_names},
     "notify": {

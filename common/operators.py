@@ -4,6 +4,10 @@
 state/operators.json. A command that needs an identity gets the token from KRX_OPERATOR_TOKEN or a token file and
 calls `identify`, which compares hashes in constant time. An unknown or missing token is refused (exit 2) and the
 refusal is logged, never the token (nor its hash).
+
+Roles (`krx ops operator add NAME --role ROLE`, recorded with the operator): `operator` (the default, and what a
+record without a role reads as) may do every action; `viewer` may only read (the HTTP faces refuse its changes
+with ACTION_NOT_ALLOWED, 403), e.g. for a wall display when `api.allow_remote` makes every read need a token.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ SCHEMA = "operators/1"
 TOKEN_ENV = "KRX_OPERATOR_TOKEN"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_TOKEN_FILE = 4096
+OPERATOR, VIEWER = "operator", "viewer"
+ROLES = (OPERATOR, VIEWER)
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class Operator:
     name: str
     created_at: str
     created_by: str
+    role: str = OPERATOR
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,14 +71,18 @@ def _save(home: Home, ops: dict[str, dict]) -> None:
 
 
 def _public(name: str, rec: dict) -> Operator:
-    return Operator(name, str(rec.get("created_at", "")), str(rec.get("created_by", "")))
+    return Operator(name, str(rec.get("created_at", "")), str(rec.get("created_by", "")),
+                    rec.get("role") if rec.get("role") in ROLES else OPERATOR)
 
 
-def add(home: Home, name: str, *, by: str | None = None, now: dt.datetime | None = None) -> tuple[Operator, str]:
-    """Create operator `name`; returns it and its token, which is never stored or shown again."""
+def add(home: Home, name: str, *, by: str | None = None, now: dt.datetime | None = None,
+        role: str = OPERATOR) -> tuple[Operator, str]:
+    """Create operator `name` with `role`; returns it and its token, which is never stored or shown again."""
     if not NAME_RE.match(name or ""):
         raise OpsError("BAD_OPERATOR_NAME", f"operator name {name!r}: expected 1-64 of A-Z a-z 0-9 . _ - "
                        "(starting with a letter or digit)", FAILED)
+    if role not in ROLES:
+        raise OpsError("BAD_ROLE", f"role {role!r}: expected one of {', '.join(ROLES)}", FAILED)
     token = secrets.token_urlsafe(32)
     with statefile.locked(home, "operators"):
         ops = _load(home)
@@ -79,9 +90,10 @@ def add(home: Home, name: str, *, by: str | None = None, now: dt.datetime | None
             raise OpsError("OPERATOR_EXISTS", f"operator {name!r} exists already (remove it first to replace "
                            "its token)", REFUSED)
         at = (now or clock_now()).isoformat(timespec="seconds")
-        ops[name] = {"token_sha256": _digest(token), "created_at": at, "created_by": by or events.who()}
+        ops[name] = {"token_sha256": _digest(token), "created_at": at, "created_by": by or events.who(),
+                     "role": role}
         _save(home, ops)
-    events.append(home, "OPERATOR_ADDED", operator=by, name=name)
+    events.append(home, "OPERATOR_ADDED", operator=by, name=name, role=role)
     return _public(name, ops[name]), token
 
 
@@ -106,8 +118,9 @@ def names(home: Home) -> set[str]:
     return set(_load(home))
 
 
-def identify(home: Home, token: str | None, *, action: str) -> str:
-    """The name of the operator holding `token`; refuses (OPERATOR_REQUIRED, UNKNOWN_OPERATOR) and logs it."""
+def identify(home: Home, token: str | None, *, action: str, change: bool = True) -> str:
+    """The name of the operator holding `token`; refuses (OPERATOR_REQUIRED, UNKNOWN_OPERATOR, and for a `change`
+    by a viewer ACTION_NOT_ALLOWED) and logs it."""
     token = (token or "").strip()
     if not token:
         events.append(home, "OPERATOR_REFUSED", action=action, code="OPERATOR_REQUIRED")
@@ -122,6 +135,10 @@ def identify(home: Home, token: str | None, *, action: str) -> str:
     if len(found) != 1:
         events.append(home, "OPERATOR_REFUSED", action=action, code="UNKNOWN_OPERATOR")
         raise OpsError("UNKNOWN_OPERATOR", f"{action}: the operator token matches no operator")
+    if change and _public(found[0], ops[found[0]]).role == VIEWER:
+        events.append(home, "OPERATOR_REFUSED", action=action, operator=found[0], code="ACTION_NOT_ALLOWED")
+        raise OpsError("ACTION_NOT_ALLOWED", f"{action}: operator {found[0]} has the role {VIEWER}, which may "
+                       "only read")
     return found[0]
 
 

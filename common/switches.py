@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from common import atomic, events, safeio, window
-from common.errors import REFUSED, OpsError
+from common.errors import FAILED, REFUSED, OpsError
 from common.home import Home
 from common.log import now as clock_now
 
@@ -134,7 +134,8 @@ def _switch(home: Home | str | os.PathLike, name: str, filename: str, default: b
 def _check_reason(reason: str) -> str:
     reason = " ".join(str(reason or "").split())
     if not reason:
-        raise SwitchError("a reason is required for every switch change (it goes into the event log)")
+        raise SwitchError("a reason is required for every switch change (it goes into the event log)",
+                          "REASON_REQUIRED", FAILED)
     return reason
 
 

@@ -145,8 +145,9 @@ def preflight(home: Home, env: Mapping[str, str], day: dt.date | None) -> list[d
 # --- steps ----------------------------------------------------------------------------------------------------
 
 
-def _run_step(name: str, command: Sequence[str], argv: list[str], env: Mapping[str, str], cwd: Path,
-              timeout_s: float) -> Step:
+def run_step(name: str, command: Sequence[str], argv: list[str], env: Mapping[str, str], cwd: Path,
+             timeout_s: float) -> Step:
+    """Run `krx <argv>` as a child process; its exit code is the step's status (the cycle's, the live cycle's)."""
     cmd = [*command, *argv]
     started = time.monotonic()
     log.event(_log, "OPS_STEP_START", f"step={name} cmd=krx {' '.join(argv)}")
@@ -298,6 +299,21 @@ class _Run:
         return rc, receipt
 
 
+def run_exclusive(home: Home, day: dt.date | None = None, *, command: Sequence[str]) -> tuple[int, dict]:
+    """`run_cycle` unless another cycle runs (cron's `--lock daily`, one started by hand, the HTTP face): then
+    OpsError CYCLE_RUNNING (exit 2) and nothing ran. What `krx ops cycle` and `POST /api/ops/cycle/run` call."""
+    from common import locks
+    from common.errors import OpsError
+
+    try:
+        with locks.job_lock(home, "daily", wait_s=0):
+            return run_cycle(home, day, command=command)
+    except locks.LockBusy:
+        why = f"another ops cycle is running ({locks.job_lock_path(home, 'daily')}); this one did nothing"
+        log.event(_log, "OPS_CYCLE_LOCKED", why, rc=EXIT_BLOCKED, level=logging.WARNING)
+        raise OpsError("CYCLE_RUNNING", why) from None
+
+
 def run_cycle(home: Home, day: dt.date | None = None, *, command: Sequence[str],
               base_env: Mapping[str, str] | None = None, now: dt.datetime | None = None) -> tuple[int, dict]:
     """Run the daily cycle once; returns (exit code, receipt). The receipt is also written to disk, whatever
@@ -413,7 +429,7 @@ def _cycle(run: _Run) -> None:
             continue
         if name == "sync":
             _export_checkpoint(home)  # so today's push carries it off the box
-        step = _run_step(name, run.command, argv, env, home.root, timeout_s)
+        step = run_step(name, run.command, argv, env, home.root, timeout_s)
         steps.append(step)
         run.emit("OPS_STEP", step=name, status=step.status, rc=step.rc, elapsed_ms=step.elapsed_ms)
         if step.status == FAILED:

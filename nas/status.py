@@ -31,7 +31,11 @@ never fails the whole answer. Every `*_ref` is a home-relative path that `GET /a
 from __future__ import annotations
 
 import datetime as dt
+import os
+import threading
+import time
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from common import events, log, safeio, switches, window
@@ -197,3 +201,44 @@ def snapshot(home: Home, now: dt.datetime | None = None) -> dict[str, Any]:
         "backtests": recent_backtests(home),
         "event_log": {"ok": ok, "first_bad_line": bad_line, "message": message},
     }
+
+
+_cache: dict[Path, tuple[tuple, dict[str, Any]]] = {}
+_cache_lock = threading.Lock()
+
+
+def _fingerprint(home: Home) -> tuple:
+    """What the snapshot reads, as (name, mtime_ns, size) of its files and folders, and the current second (the
+    window's TTL and anything not listed here are then at most one second old)."""
+    from common.store import EodStore
+    from nas.cycle import latest_receipt_path
+    from nas.summary import summary_path
+
+    def stat(path: Path) -> tuple:
+        try:
+            st = os.stat(path)
+            return (path.name, st.st_mtime_ns, st.st_size)
+        except OSError:
+            return (path.name, None, None)
+
+    try:
+        state = tuple(sorted(stat(home.state / e.name) for e in os.scandir(home.state)))
+    except OSError:
+        state = ()
+    paths = [latest_receipt_path(home), summary_path(home), EodStore.for_home(home).manifest_path,
+             home.reports / "outbox", *(home.queue(q) for q in QUEUE_DIRS)]
+    return (int(time.time()), state, tuple(stat(p) for p in paths))
+
+
+def cached_snapshot(home: Home) -> dict[str, Any]:
+    """`snapshot(home)`, computed again only when one of the files it reads changed or a second passed: what the
+    HTTP face answers under load (GET /api/status at hundreds of requests per second)."""
+    key = _fingerprint(home)
+    with _cache_lock:
+        hit = _cache.get(home.root)
+    if hit and hit[0] == key:
+        return hit[1]
+    snap = snapshot(home)
+    with _cache_lock:
+        _cache[home.root] = (key, snap)
+    return snap

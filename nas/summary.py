@@ -273,6 +273,12 @@ def write(home: Home, summary: dict) -> Path:
     return atomic.write_json(summary_path(home), summary)
 
 
+def regenerate(home: Home) -> tuple[dict, Path]:
+    """Build the summary and write it: what `krx ops summary|status` and `POST /api/ops/summary/regenerate` do."""
+    data = build(home)
+    return data, write(home, data)
+
+
 STATUS_STYLE = {"OK": "bold green", "WARN": "bold yellow", "BLOCKED": "bold red", "STOPPED": "bold white on red",
                 "NO_RUN_HISTORY": "bold cyan", "COMPLETED": "green", "FAILED": "bold red", "SKIPPED": "dim",
                 "CRITICAL": "bold red", "HIGH": "red", "MEDIUM": "yellow", "LOW": "cyan"}

@@ -9,7 +9,7 @@ Every command first completes a live fire's lockdown that a killed process left 
   krx ops estop [on|off --reason TEXT]     the emergency stop (no argument: show who set it, when and why)
   krx ops sender [on|off --reason TEXT [--channel SLACK]]   the sender switch (external sends; off on a fresh home)
   krx ops gate [MODE --reason TEXT]        the execution gate: MOCK_ONLY | DRY_RUN | REAL_ENABLED (ACTIVE window only)
-  krx ops operator add NAME | list | remove NAME      operators; `add` prints the new token once
+  krx ops operator add NAME [--role R] | list | remove NAME   operators; `add` prints the new token once
   krx ops window request --minutes M --reason TEXT | status [ID]     a real-enable window (two-key approval)
   krx ops approve ID --key 1|2             give one key of an approval (by the calling operator)
   krx ops approval status [ID]             the approval's keys, operators, times and TTL (JSON)
@@ -17,6 +17,7 @@ Every command first completes a live fire's lockdown that a killed process left 
   krx ops postmortem regenerate | latest   the last live fire's postmortem (JSON + Markdown)
   krx ops verify-log                       0 intact, 1 naming the first bad line
   krx ops cycle [--date D]                 the daily cycle: 0 completed (or WARN), 2 blocked, 3 failed
+  krx ops live-cycle                       the day's scan and alert push now: 0 completed, 2 blocked, 3 failed
   krx ops summary                          write reports/ops/summary/ops_summary_latest.json
   krx ops status                           the summary as a table, exit 0
   krx ops daily-summary [--force]          the day's Slack summary (after the cycle), once a day
@@ -31,7 +32,7 @@ import logging
 import os
 import sys
 
-from common import events, locks, log, operators, switches, window
+from common import events, log, operators, switches, window
 from common.args import parse_date
 from common.errors import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK, OpsError
 from common.home import Home
@@ -60,7 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--reason", help="why (required to change it; goes into the event log)")
     s = sub.add_parser("operator", help="add, list or remove operators")
     osub = s.add_subparsers(dest="operator_command", required=True, metavar="ACTION")
-    _token_arg(osub.add_parser("add", help="create an operator and print its token once")).add_argument("name")
+    s = _token_arg(osub.add_parser("add", help="create an operator and print its token once"))
+    s.add_argument("name")
+    s.add_argument("--role", choices=list(operators.ROLES), default=operators.OPERATOR,
+                   help="operator: every action (default); viewer: may only read")
     osub.add_parser("list", help="the operators (never a token)")
     _token_arg(osub.add_parser("remove", help="remove an operator (its token stops working)")).add_argument("name")
     s = sub.add_parser("window", help="request a real-enable window or show one")
@@ -88,6 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--reason", help="why (with --reanchor; goes into the new log's first event)")
     s = sub.add_parser("cycle", help="run the daily ops cycle")
     s.add_argument("--date", type=parse_date, help="the trading day to run (default: today, Asia/Seoul)")
+    _token_arg(sub.add_parser("live-cycle", help="the day's scan and alert push, now (under the cycle's lock)"))
     s = sub.add_parser("summary", help="write the risk summary JSON")
     s.add_argument("--print", action="store_true", help="also print the JSON")
     sub.add_parser("status", help="show switches, the last run and the risks as a table")
@@ -161,13 +166,13 @@ def _real_path_command(home: Home, args: argparse.Namespace) -> int:
             sub = args.operator_command
             if sub == "list":
                 for op in operators.listing(home):
-                    print(f"{op.name}\tcreated {op.created_at} by {op.created_by}")
+                    print(f"{op.name}\t{op.role}\tcreated {op.created_at} by {op.created_by}")
                 return EXIT_OK
             who = _operator(home, args, f"ops operator {sub}")
             if sub == "add":
-                op, token = operators.add(home, args.name, by=who)
-                print(f"operator {op.name} added. Its token, shown this once and never stored (keep it safe; "
-                      f"use it as {operators.TOKEN_ENV} or with --token-file):")
+                op, token = operators.add(home, args.name, by=who, role=args.role)
+                print(f"operator {op.name} ({op.role}) added. Its token, shown this once and never stored (keep it "
+                      f"safe; use it as {operators.TOKEN_ENV} or with --token-file):")
                 print(token)
             else:
                 print(f"operator {operators.remove(home, args.name, by=who).name} removed")
@@ -274,23 +279,31 @@ def run(args: argparse.Namespace) -> int:
 
         log.setup_logging("ops", home)
         try:  # the cron cycle and one started by hand never run at once (the wrapper's `--lock daily`)
-            with locks.job_lock(home, "daily", wait_s=0):
-                rc, receipt = cycle.run_cycle(home, args.date, command=KRX)
-        except locks.LockBusy:
-            log.event(_log, "OPS_CYCLE_LOCKED", f"another ops cycle is running ({locks.job_lock_path(home, 'daily')}"
-                      "); this one did nothing", rc=EXIT_BLOCKED, level=logging.WARNING)
-            return EXIT_BLOCKED
+            rc, receipt = cycle.run_exclusive(home, args.date, command=KRX)
+        except OpsError as exc:
+            return exc.exit_code
         print(f"ops cycle {receipt['run_id']}: {receipt['result']} ({receipt['reason']}) -> "
               f"{receipt.get('snapshot', cycle.latest_receipt_path(home))}")
         for check in receipt.get("preflight", []):  # what failed, not only that it did: the file and the key
             if not check["ok"]:
                 print(f"  preflight {check['check']}: {check['details']}")
         return rc
+    if cmd == "live-cycle":
+        from nas import live_cycle
+
+        log.setup_logging("ops", home)
+        try:
+            receipt = live_cycle.run(home, command=KRX, operator=_operator(home, args, "ops live-cycle"))
+        except OpsError as exc:
+            print(f"krx ops live-cycle: {exc.code}: {exc.message}")
+            return exc.exit_code
+        print(f"live cycle {receipt['run_id']}: {receipt['result']} ({receipt['reason']}); push "
+              f"{receipt['push']['delivery_actual']} ({receipt['push']['reason']}) -> {receipt['snapshot_ref']}")
+        return receipt["exit_code"]
     if cmd in ("summary", "status"):
         from nas import summary
 
-        data = summary.build(home)
-        path = summary.write(home, data)
+        data, path = summary.regenerate(home)
         if cmd == "status":
             summary.render(data)
         else:

@@ -16,6 +16,7 @@ def bearer(authorization: str | None) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-def operator(home: Home, authorization: str | None, action: str) -> str:
-    """The operator's name; raises OpsError OPERATOR_REQUIRED / UNKNOWN_OPERATOR (401) and logs the refusal."""
-    return operators.identify(home, bearer(authorization), action=action)
+def operator(home: Home, authorization: str | None, action: str, *, change: bool = True) -> str:
+    """The operator's name; raises OpsError OPERATOR_REQUIRED / UNKNOWN_OPERATOR (401), for a `change` by a viewer
+    ACTION_NOT_ALLOWED (403; common.operators' roles), and logs the refusal."""
+    return operators.identify(home, bearer(authorization), action=action, change=change)
