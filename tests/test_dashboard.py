@@ -109,6 +109,9 @@ def test_sign_in_stop_run_and_the_cli_agrees(served: ProcessServer, home: Home, 
     expect(page.locator("#cycle-steps")).to_contain_text("emergency_stop")
     receipt = json.loads((home.reports / "ops/daily/ops_report_latest.json").read_text(encoding="utf-8"))
     assert (receipt["result"], receipt["reason"]) == ("BLOCKED", "STOPPED")
+    page.click("#cycle a")  # the receipt, through the API's resolver
+    assert json.loads(page.inner_text("body"))["run_id"] == receipt["run_id"]
+    page.go_back()
 
     page.fill("#sender-reason", "weekly live fire prep")
     page.select_option("select[name=channel]", "SLACK")
@@ -198,3 +201,14 @@ def test_without_chromium_the_browser_tests_skip_but_fail_under_ci(tmp_path: Pat
     assert "chromium is not installed" in runs[False].stdout
     failed = runs[True]
     assert failed.returncode != 0 and "CI: chromium is not installed" in failed.stdout, failed.stdout[-2000:]
+
+
+def test_a_viewer_sees_the_page_but_cannot_change_anything(served: ProcessServer, home: Home) -> None:
+    _op, token = operators.add(home, "wall", role=operators.VIEWER)
+    client, csrf = sign_in(served.url, token)
+    page = client.get("/")
+    assert "viewer: read only" in page.text and 'id="estop-on" disabled' in page.text
+    answer = client.post("/dashboard/emergency_stop", data={"state": "on", "reason": "x", "csrf": csrf})
+    assert answer.status_code == 403 and answer.json()["code"] == "ACTION_NOT_ALLOWED"
+    assert not switches.emergency_stop(home).on
+    assert client.post("/logout", data={"csrf": csrf}).status_code == 303

@@ -77,7 +77,7 @@ def router(home: Home) -> APIRouter:
         from nas import status
 
         html = TEMPLATES.get_template("dashboard.html").render(
-            s=status.snapshot(home), operator=sess.operator, csrf=sess.csrf, done=DONE.get(done or ""),
+            s=status.snapshot(home), sess=sess, csrf=sess.csrf, done=DONE.get(done or ""),
             error=error, gate_modes=switches.GATE_MODES, channels=switches.SENDER_CHANNELS)
         return HTMLResponse(html, status_code=status_of(error) if error else 200,
                             headers={"Cache-Control": "no-store"})
@@ -88,7 +88,8 @@ def router(home: Home) -> APIRouter:
 
     def signed_in(form: dict[str, str] = Depends(_form),
                   krx_session: str | None = Cookie(default=None)) -> tuple[session.Session, dict[str, str]]:
-        """Every form POST: the session and its CSRF token first (nothing else runs when either is wrong)."""
+        """Every form POST that changes something: the session, its CSRF token and a role that may change, first
+        (nothing else runs when one is wrong)."""
         return session.require(home, krx_session, form.get("csrf")), form
 
     @r.get("/", response_class=HTMLResponse)
@@ -112,8 +113,8 @@ def router(home: Home) -> APIRouter:
         return answer
 
     @r.post("/logout")
-    def logout(auth: tuple[session.Session, dict[str, str]] = Depends(signed_in)) -> Response:
-        session.sign_out(home, auth[0])
+    def logout(form: dict[str, str] = Depends(_form), krx_session: str | None = Cookie(default=None)) -> Response:
+        session.sign_out(home, session.require(home, krx_session, form.get("csrf"), change=False))
         answer = _see_other("/login")
         answer.delete_cookie(session.COOKIE, path="/", httponly=True, samesite="strict")
         return answer

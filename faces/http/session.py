@@ -38,6 +38,11 @@ class Session:
     csrf: str
     expires_at: dt.datetime
     issued_ms: int  # sign-in time in milliseconds: a sign-out ends the sessions issued up to its own time
+    role: str = operators.OPERATOR  # read from the registry on every request, never from the cookie
+
+    @property
+    def can_change(self) -> bool:
+        return self.role != operators.VIEWER
 
 
 def _key(home: Home) -> bytes:
@@ -58,8 +63,8 @@ def _key(home: Home) -> bytes:
     raise OpsError("SESSION_KEY_UNREADABLE", f"{path}: could not be created", FAILED)
 
 
-def _created_at(home: Home, name: str) -> str | None:
-    return next((op.created_at for op in operators.listing(home) if op.name == name), None)
+def _operator(home: Home, name: str) -> operators.Operator | None:
+    return next((op for op in operators.listing(home) if op.name == name), None)
 
 
 def _signouts(home: Home) -> dict[str, int]:
@@ -75,11 +80,13 @@ def _ms(t: dt.datetime) -> int:
 
 
 def sign_in(home: Home, token: str | None, *, now: dt.datetime | None = None) -> tuple[str, Session]:
-    """(cookie value, session) for the operator holding `token`; refuses like common.operators.identify (401)."""
-    name = operators.identify(home, token, action="dashboard sign-in")
+    """(cookie value, session) for the operator holding `token`; refuses like common.operators.identify (401). A
+    viewer signs in too: it sees the page, and its forms are refused (ACTION_NOT_ALLOWED)."""
+    name = operators.identify(home, token, action="dashboard sign-in", change=False)
+    op = _operator(home, name)
     now = now or clock_now()
-    session = Session(name, secrets.token_urlsafe(32), now + LIFETIME, _ms(now))
-    claims = {"sub": name, "op_created": _created_at(home, name), "csrf": session.csrf,
+    session = Session(name, secrets.token_urlsafe(32), now + LIFETIME, _ms(now), op.role if op else operators.VIEWER)
+    claims = {"sub": name, "op_created": op.created_at if op else None, "csrf": session.csrf,
               "iat": int(now.timestamp()), "iat_ms": session.issued_ms, "exp": int(session.expires_at.timestamp())}
     events.append(home, "DASHBOARD_SIGN_IN", operator=name)
     return jwt.encode(claims, _key(home), algorithm=ALGORITHM), session
@@ -99,11 +106,12 @@ def current(home: Home, cookie: str | None, *, now: dt.datetime | None = None) -
     # expiry against the project's clock (tests inject it), not the decoder's own
     if not isinstance(exp, int) or exp <= at or not isinstance(name, str) or not isinstance(issued, int):
         return None
-    if claims.get("op_created") is None or _created_at(home, name) != claims["op_created"]:
+    op = _operator(home, name)
+    if op is None or claims.get("op_created") != op.created_at:
         return None
     if issued <= _signouts(home).get(name, -1):
         return None
-    return Session(name, str(claims["csrf"]), dt.datetime.fromtimestamp(exp, dt.UTC), issued)
+    return Session(name, str(claims["csrf"]), dt.datetime.fromtimestamp(exp, dt.UTC), issued, op.role)
 
 
 def sign_out(home: Home, session: Session, *, now: dt.datetime | None = None) -> None:
@@ -115,9 +123,9 @@ def sign_out(home: Home, session: Session, *, now: dt.datetime | None = None) ->
     events.append(home, "DASHBOARD_SIGN_OUT", operator=session.operator)
 
 
-def require(home: Home, cookie: str | None, csrf: str | None) -> Session:
+def require(home: Home, cookie: str | None, csrf: str | None, *, change: bool = True) -> Session:
     """The session of a form POST: 401 SESSION_REQUIRED without a valid one, 403 CSRF_INVALID when the form's CSRF
-    token is missing or is not this session's."""
+    token is missing or is not this session's, 403 ACTION_NOT_ALLOWED for a `change` by a viewer."""
     session = current(home, cookie)
     if session is None:
         raise OpsError("SESSION_REQUIRED", "sign in with an operator token first (the session is missing, expired, "
@@ -127,4 +135,9 @@ def require(home: Home, cookie: str | None, csrf: str | None) -> Session:
                       operator=session.operator)
         raise OpsError("CSRF_INVALID", "the form's CSRF token is missing or is not this session's: reload the page "
                        "and submit again; nothing was changed")
+    if change and not session.can_change:
+        events.append(home, "OPERATOR_REFUSED", action="dashboard form", code="ACTION_NOT_ALLOWED",
+                      operator=session.operator)
+        raise OpsError("ACTION_NOT_ALLOWED", f"operator {session.operator} has the role {session.role}, which may "
+                       "only read; nothing was changed")
     return session
