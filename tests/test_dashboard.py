@@ -212,3 +212,27 @@ def test_a_viewer_sees_the_page_but_cannot_change_anything(served: ProcessServer
     assert answer.status_code == 403 and answer.json()["code"] == "ACTION_NOT_ALLOWED"
     assert not switches.emergency_stop(home).on
     assert client.post("/logout", data={"csrf": csrf}).status_code == 303
+
+
+def test_served_remotely_the_page_needs_a_sign_in_and_the_api_still_its_token(home: Home) -> None:
+    """`api.allow_remote`: a browser signs in once with its token; the cookie opens the page and the resolver's
+    links, never an API change (those still need the Bearer token)."""
+    from trading_servers import ThreadServer
+
+    from faces.cli.serve import create_app
+
+    db.init_db(home)
+    srv = ThreadServer(create_app(home, db.load_config(home), remote=True))
+    try:
+        _op, token = operators.add(home, "erin")
+        anonymous = httpx.Client(base_url=srv.url, timeout=60)
+        assert anonymous.get("/api/status").status_code == 401
+        assert anonymous.get("/").headers["location"] == "/login" and anonymous.get("/login").status_code == 200
+        client, csrf = sign_in(srv.url, token)
+        assert client.get("/api/status").json()["emergency_stop"]["enabled"] is False
+        api_change = client.post("/api/emergency_stop", json={"enabled": True, "reason": "via the cookie"})
+        assert api_change.status_code == 401 and not switches.emergency_stop(home).on
+        form = client.post("/dashboard/emergency_stop", data={"state": "on", "reason": "page", "csrf": csrf})
+        assert form.status_code == 303 and switches.emergency_stop(home).on
+    finally:
+        srv.close()

@@ -5,7 +5,10 @@
   Retry-After. In process, so it resets with a restart; it bounds a runaway script, not a determined attacker (the
   tokens do that).
 - Bound to a non-loopback address (`api.allow_remote: true`), every request needs a current operator token, GETs
-  and the OpenAPI pages included: a person on the network sees nothing without one.
+  and the OpenAPI pages included: a person on the network sees nothing without one. A browser shows it once, at the
+  dashboard's sign-in (`/` and `/login` show nothing but that form), and then carries the dashboard's session
+  cookie instead (faces/http/session.py: checked against the registry on every request). The cookie only passes
+  this gate: an API POST still needs its Bearer token, so the cookie cannot change anything the API changes.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from fastapi import FastAPI, Request
 
 from common.errors import AlertorError, OpsError
 from common.home import Home
-from faces.http import auth
+from faces.http import auth, session
 
 
 class RateLimited(AlertorError):
@@ -59,6 +62,13 @@ def caller(request: Request) -> str:
     return "c:" + (request.client.host if request.client else "?")
 
 
+def _signed_in_or_signing_in(home: Home, request: Request) -> bool:
+    """The dashboard's way past the remote gate: its sign-in form, or a current session cookie."""
+    if request.url.path in ("/", "/login"):  # without a session these show only the sign-in form
+        return True
+    return session.current(home, request.cookies.get(session.COOKIE)) is not None
+
+
 def install(app: FastAPI, home: Home, api_cfg: dict, *, remote: bool) -> None:
     """The rate limit on POSTs and, when `remote`, the token on every request (a middleware, before routing)."""
     from faces.http import error_response
@@ -68,7 +78,7 @@ def install(app: FastAPI, home: Home, api_cfg: dict, *, remote: bool) -> None:
     @app.middleware("http")
     async def _guard(request: Request, call_next):
         try:
-            if remote:
+            if remote and not _signed_in_or_signing_in(home, request):
                 auth.operator(home, request.headers.get("authorization"), f"{request.method} {request.url.path}",
                               change=False)
             if request.method == "POST":
