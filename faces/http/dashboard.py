@@ -89,8 +89,13 @@ def router(home: Home) -> APIRouter:
     def signed_in(form: dict[str, str] = Depends(_form),
                   krx_session: str | None = Cookie(default=None)) -> tuple[session.Session, dict[str, str]]:
         """Every form POST that changes something: the session, its CSRF token and a role that may change, first
-        (nothing else runs when one is wrong)."""
-        return session.require(home, krx_session, form.get("csrf")), form
+        (nothing else runs when one is wrong); then a live fire's lockdown that a killed process left recorded is
+        completed, as every `krx ops` command and API change does first."""
+        from nas import live_fire
+
+        sess = session.require(home, krx_session, form.get("csrf"))
+        live_fire.recover(home)
+        return sess, form
 
     @r.get("/", response_class=HTMLResponse)
     def dashboard(done: str | None = None, krx_session: str | None = Cookie(default=None)) -> Response:
