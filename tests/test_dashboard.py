@@ -236,3 +236,40 @@ def test_served_remotely_the_page_needs_a_sign_in_and_the_api_still_its_token(ho
         assert form.status_code == 303 and switches.emergency_stop(home).on
     finally:
         srv.close()
+
+
+def test_the_page_shows_a_real_day_window_keys_alert_and_backtest(served: ProcessServer, home: Home) -> None:
+    env = {"KRX__APP__SAMPLE__TICKERS": "30"}
+    for step in (("ingest", "--start", "2025-01-02", "--end", "2025-11-28", "--tickers", "30"),
+                 ("scan", "--date", "2025-11-28", "--apply"), ("alert", "--date", "2025-11-28"),
+                 ("backtest", "--strategy", "momentum_topN_v1", "--start", "2025-06-02", "--end", "2025-11-28",
+                  "--out", "reports/done/bt-page")):
+        out = krx(*step, home=home, env=env)
+        assert out.returncode == 0, (step, out.stderr[-2000:])
+    from common import window
+
+    _op, alice = operators.add(home, "alice")
+    operators.add(home, "bob")
+    view = window.request(home, 30, "weekly live fire", "alice")
+    window.approve(home, view["approval"]["id"], 1, "alice")
+    window.approve(home, view["approval"]["id"], 2, "bob")
+    switches.set_gate(home, switches.REAL_ENABLED, "live fire", operator="alice")
+
+    client, _csrf = sign_in(served.url, alice)
+    page = client.get("/").text
+    text = {k: re.search(rf'id="{k}"[^>]*>(.*?)</', page, re.S).group(1).strip()
+            for k in ("gate-effective", "window-state", "window-ttl", "approval-key-1", "approval-key-2",
+                      "queue-done")}
+    assert text["gate-effective"] == "REAL_ENABLED" and text["window-state"] == "ACTIVE"
+    assert re.fullmatch(r"\d\dm \d\ds", text["window-ttl"]), text
+    assert "alice" in re.search(r'id="approval-key-1".*?</dd>', page, re.S).group(0)
+    assert "bob" in re.search(r'id="approval-key-2".*?</dd>', page, re.S).group(0)
+    assert text["queue-done"] == "1"
+    alert = re.search(r'<section id="alert">.*?</section>', page, re.S).group(0)
+    assert "2025-11-28" in alert and "reports/outbox/20251128.json" in alert
+    assert "EOD store&#39;s last day: 2025-11-28" in page or "EOD store's last day: 2025-11-28" in page
+    report = re.search(r'href="(/api/backtests/bt-page/report.html)"', page).group(1)
+    answer = client.get(report)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
+    result = re.search(r'href="(/api/ops/resolve\?ref=[^"]*bt-page[^"]*result.json)"', page).group(1)
+    assert client.get(result.replace("&amp;", "&")).json()["status"]
