@@ -138,6 +138,9 @@ def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(served: Pr
     _op, bob = operators.add(home, "bob")
     client, csrf = sign_in(served.url, alice)
     _other, bobs_csrf = sign_in(served.url, bob)
+    shown = client.get("/")  # and the page may not be framed by another site (a stolen click on its buttons)
+    assert shown.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in shown.headers["content-security-policy"]
     form = {"state": "on", "reason": "forged"}
     for extra in ({}, {"csrf": ""}, {"csrf": csrf[:-2] + "xx"}, {"csrf": bobs_csrf}):
         answer = client.post("/dashboard/emergency_stop", data={**form, **extra})
@@ -273,3 +276,22 @@ def test_the_page_shows_a_real_day_window_keys_alert_and_backtest(served: Proces
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
     result = re.search(r'href="(/api/ops/resolve\?ref=[^"]*bt-page[^"]*result.json)"', page).group(1)
     assert client.get(result.replace("&amp;", "&")).json()["status"]
+
+
+def test_damaged_state_reads_stopped_and_says_so(served: ProcessServer, home: Home) -> None:
+    _op, token = operators.add(home, "alice")
+    client, _csrf = sign_in(served.url, token)
+    (home.state / switches.ESTOP_FILE).write_text("{not json", encoding="utf-8")
+    receipt = home.reports / "ops/daily/ops_report_latest.json"
+    receipt.parent.mkdir(parents=True, exist_ok=True)
+    receipt.write_text("[1, 2", encoding="utf-8")
+    log = home.state / "events.jsonl"
+    lines = log.read_text(encoding="utf-8").splitlines()
+    lines[0] = lines[0].replace('"OPERATOR_ADDED"', '"OPERATOR_GONE"')
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    page = client.get("/")
+    assert page.status_code == 200
+    estop = re.search(r'<section id="estop">.*?</section>', page.text, re.S).group(0)
+    assert "STOPPED" in estop and "unreadable" in estop  # fail closed, and why
+    assert re.search(r'id="event-log-state">TAMPERED<', page.text)
+    assert "unreadable" in re.search(r'<section id="cycle".*?</section>', page.text, re.S).group(0)

@@ -33,6 +33,10 @@ from faces.http import session, status_of
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                         autoescape=select_autoescape(["html"]))
 MAX_FORM_BYTES = 16 * 1024
+# the page runs no script, loads nothing from elsewhere and may not be framed (a framed "stop" button is a click
+# another site could steal); never cached, since it shows the state of the moment
+HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Content-Security-Policy":
+           "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"}
 # what the page confirms after a form worked (the redirect names one of these, never free text)
 DONE = {"estop": "Emergency stop changed.", "sender": "Sender switch changed.", "cycle": "The ops cycle ran."}
 
@@ -80,11 +84,11 @@ def router(home: Home) -> APIRouter:
             s=status.snapshot(home), sess=sess, csrf=sess.csrf, done=DONE.get(done or ""),
             error=error, gate_modes=switches.GATE_MODES, channels=switches.SENDER_CHANNELS)
         return HTMLResponse(html, status_code=status_of(error) if error else 200,
-                            headers={"Cache-Control": "no-store"})
+                            headers=HEADERS)
 
     def login_page(error: AlertorError | None = None) -> HTMLResponse:
         return HTMLResponse(TEMPLATES.get_template("login.html").render(error=error),
-                            status_code=status_of(error) if error else 200, headers={"Cache-Control": "no-store"})
+                            status_code=status_of(error) if error else 200, headers=HEADERS)
 
     def signed_in(form: dict[str, str] = Depends(_form),
                   krx_session: str | None = Cookie(default=None)) -> tuple[session.Session, dict[str, str]]:
