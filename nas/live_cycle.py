@@ -67,7 +67,7 @@ def _push(home: Home, decision: dict | None, alert_step: cycle.Step | None) -> d
     if alert_step is None or decision is None:
         return {"delivery_actual": "NOT_SENT", "reason": "the alert step did not run", "policy": None,
                 "outbox_ref": None}
-    box_path = alert.outbox_path(home, decision["asof"])
+    box_path = alert.outbox_path(home, decision["asof"].replace("-", ""))  # named YYYYMMDD like the alert's day
     try:
         box = safeio.read_json(box_path)
     except (OSError, ValueError):

@@ -151,7 +151,7 @@ def queue_counts(home: Home) -> dict[str, int]:
 
 def _alert(home: Home) -> dict[str, Any] | None:
     folder = home.reports / "outbox"
-    boxes = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    boxes = sorted(folder.glob("[0-9]*.json")) if folder.is_dir() else []  # YYYYMMDD.json
     if not boxes:
         return None
     box, error = _json(boxes[-1])

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# `make demo` and `make test` use rsync and git for real. Install whatever of them is missing when this user may
+# `make demo` and `make test` use rsync and git for real, and curl (the runbook scripts of scripts/linux/ talk to
+# `krx serve` with it). Install whatever of them is missing when this user may
 # (root, or sudo without a password; Debian/Ubuntu apt-get), otherwise stop before anything runs, with one line
-# saying what to install. Exit 0 when both are there (afterwards), 1 otherwise.
+# saying what to install. Exit 0 when all are there (afterwards), 1 otherwise.
 #
 # --browser (`make test`): also chromium, which the dashboard's browser tests drive. It is installed the same way,
 # but its absence stops nothing here: those tests then skip with the reason, except under CI (CI set), where they
 # fail, so a green CI run always drove a real browser.
 set -uo pipefail
-tools=(rsync git)
+tools=(rsync git curl)
 optional=()
 [ "${1:-}" = --browser ] && optional=(chromium)
 missing() { local t; for t in "$@"; do command -v "$t" >/dev/null 2>&1 || printf '%s ' "$t"; done; }

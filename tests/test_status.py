@@ -35,7 +35,7 @@ def test_reads_every_part(home: Home) -> None:
         "run_id": "20240628-183000", "result": "BLOCKED", "reason": "STOPPED", "snapshot": "reports/x.json",
         "steps": [{"name": "emergency_stop", "status": "BLOCKED"}]})
     summary.write(home, {"overall_status": "STOPPED", "top_risks": [{"code": "EMERGENCY_STOP"}]})
-    atomic.write_json(home.reports / "outbox" / "2024-06-28.json", {
+    atomic.write_json(home.reports / "outbox" / "20240628.json", {
         "date": "2024-06-28", "sent": False, "reason": "printed only", "payloads": [{"text": "KRX 06-28\nmore"}]})
     (home.queue("done") / "r1").mkdir()
     (home.queue("done") / "r1" / "report.html").write_text("<html></html>")
@@ -49,7 +49,7 @@ def test_reads_every_part(home: Home) -> None:
     assert snap["last_cycle"]["result"] == "BLOCKED" and snap["last_cycle"]["snapshot_ref"] == "reports/x.json"
     assert snap["summary"]["overall_status"] == "STOPPED" and snap["summary"]["top_risks"][0]["code"] == \
         "EMERGENCY_STOP"
-    assert snap["alert"]["headline"] == "KRX 06-28" and snap["alert"]["ref"] == "reports/outbox/2024-06-28.json"
+    assert snap["alert"]["headline"] == "KRX 06-28" and snap["alert"]["ref"] == "reports/outbox/20240628.json"
     assert snap["backtests"] == [{"id": "r1", "result_ref": None, "report_ref": "reports/done/r1/report.html"}]
     assert snap["queue"]["pending"] == 1 and snap["queue"]["done"] == 1
 

@@ -37,7 +37,7 @@ KINDS = {
     "postmortem": r"reports/ops/push/postmortem/postmortem_latest\.(json|md)",
     "live cycle": r"reports/ops/live/(live_cycle_latest|snapshots/live_cycle_[0-9_-]+)\.json",
     "signals": r"reports/signals/signals_[0-9]{8}\.json",
-    "alert outbox": r"reports/outbox/[0-9]{4}-[0-9]{2}-[0-9]{2}\.json",
+    "alert outbox": r"reports/outbox/[0-9]{8}\.json",
     "backtest result": rf"reports/done/{_ID}/(result\.json|report\.html|equity\.csv|trades\.csv)",
 }
 _KIND_RE = re.compile("|".join(f"(?:{p})" for p in KINDS.values()))

@@ -17,8 +17,9 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
+from http.cookies import CookieError, SimpleCookie
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from common.errors import AlertorError, OpsError
 from common.home import Home
@@ -54,37 +55,55 @@ class TokenBucket:
             return (1 - tokens) / self.rate
 
 
-def caller(request: Request) -> str:
+def caller(authorization: str | None, client: str) -> str:
     """Whose bucket: the token's digest (never the token), else the client's address."""
-    token = auth.bearer(request.headers.get("authorization"))
+    token = auth.bearer(authorization)
     if token:
         return "t:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:16]
-    return "c:" + (request.client.host if request.client else "?")
+    return "c:" + client
 
 
-def _signed_in_or_signing_in(home: Home, request: Request) -> bool:
+class Guard:
+    """The rate limit on POSTs and, when `remote`, the token on every request: a plain ASGI middleware (cheaper
+    than Starlette's BaseHTTPMiddleware on every GET), before routing."""
+
+    def __init__(self, app, home: Home, api_cfg: dict, remote: bool) -> None:
+        self.app, self.home, self.remote = app, home, remote
+        self.bucket = TokenBucket(int(api_cfg["post_burst"]), float(api_cfg["post_per_minute"]))
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from faces.http import error_response
+
+        method = scope["method"]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+                   if k in (b"authorization", b"cookie")}
+        try:
+            if self.remote and not _signed_in_or_signing_in(self.home, scope["path"], headers.get("cookie")):
+                auth.operator(self.home, headers.get("authorization"), f"{method} {scope['path']}", change=False)
+            if method == "POST":
+                wait = self.bucket.take(caller(headers.get("authorization"), (scope.get("client") or ("?",))[0]))
+                if wait:
+                    raise RateLimited(max(1, int(wait + 0.999)))
+        except (OpsError, RateLimited) as exc:  # answered here: a middleware's error never reaches the handlers
+            return await error_response(exc)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def _signed_in_or_signing_in(home: Home, path: str, cookie_header: str | None) -> bool:
     """The dashboard's way past the remote gate: its sign-in form, or a current session cookie."""
-    if request.url.path in ("/", "/login"):  # without a session these show only the sign-in form
+    if path in ("/", "/login"):  # without a session these show only the sign-in form
         return True
-    return session.current(home, request.cookies.get(session.COOKIE)) is not None
+    jar = SimpleCookie()
+    try:
+        jar.load(cookie_header or "")
+    except CookieError:
+        return False
+    morsel = jar.get(session.COOKIE)
+    return morsel is not None and session.current(home, morsel.value) is not None
 
 
 def install(app: FastAPI, home: Home, api_cfg: dict, *, remote: bool) -> None:
-    """The rate limit on POSTs and, when `remote`, the token on every request (a middleware, before routing)."""
-    from faces.http import error_response
-
-    bucket = TokenBucket(int(api_cfg["post_burst"]), float(api_cfg["post_per_minute"]))
-
-    @app.middleware("http")
-    async def _guard(request: Request, call_next):
-        try:
-            if remote and not _signed_in_or_signing_in(home, request):
-                auth.operator(home, request.headers.get("authorization"), f"{request.method} {request.url.path}",
-                              change=False)
-            if request.method == "POST":
-                wait = bucket.take(caller(request))
-                if wait:
-                    raise RateLimited(max(1, int(wait + 0.999)))
-        except (OpsError, RateLimited) as exc:  # a middleware's error never reaches the app's handlers
-            return error_response(exc)
-        return await call_next(request)
+    """The rate limit on POSTs and, when `remote`, the token on every request."""
+    app.add_middleware(Guard, home=home, api_cfg=api_cfg, remote=remote)
