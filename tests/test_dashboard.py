@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import krx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 from trading_servers import ProcessServer, free_port
 
 from common import locks, operators, switches
@@ -46,11 +46,35 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
     return {**browser_type_launch_args, "executable_path": chromium(), "args": CHROMIUM_ARGS}
 
 
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    """This module's, not the plugin's session-wide one: while it runs, Playwright's sync API keeps an asyncio loop
+    running in the main thread, and a later module's asyncio.run (the API's load test) would fail."""
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright, browser_type_launch_args: dict) -> Iterator[Browser]:
+    launched = playwright.chromium.launch(**browser_type_launch_args)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture(scope="module")
+def browser_context_args() -> dict:
+    """The plugin's asks for its session-wide Playwright (devices); the page needs no device emulation."""
+    return {"viewport": {"width": 1280, "height": 1000}}
+
+
 @pytest.fixture
 def served(home: Home) -> Iterator[ProcessServer]:
     db.init_db(home)
     port = free_port()
-    srv = ProcessServer(["serve", "--port", str(port)], port, {"KRX_HOME": str(home.root)})
+    # these tests post more forms in a second than a person does in a minute: a roomier POST bucket (the limit
+    # itself is tested in test_ops_api_guard.py)
+    srv = ProcessServer(["serve", "--port", str(port)], port,
+                        {"KRX_HOME": str(home.root), "KRX__APP__API__POST_BURST": "1000"})
     yield srv
     srv.close()
 
@@ -146,6 +170,10 @@ def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(served: Pr
         answer = client.post("/dashboard/emergency_stop", data={**form, **extra})
         assert answer.status_code == 403 and answer.json()["code"] == "CSRF_INVALID", extra
     assert client.post("/dashboard/cycle", data={}).status_code == 403
+    for body in (b"reason=" + b"x" * 20_000, "&".join(f"f{i}=1" for i in range(30)).encode()):  # bounded forms
+        answer = client.post("/dashboard/emergency_stop", content=body + f"&state=on&csrf={csrf}".encode(),
+                             headers={"content-type": "application/x-www-form-urlencoded"})
+        assert answer.status_code == 422 and answer.json()["code"] == "BAD_REQUEST"
     assert client.post("/logout", data={}).status_code == 403
     nobody = httpx.post(f"{served.url}/dashboard/emergency_stop", data={**form, "csrf": csrf}, timeout=60)
     assert nobody.status_code == 401 and nobody.json()["code"] == "SESSION_REQUIRED"

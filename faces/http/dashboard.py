@@ -16,6 +16,7 @@ checked before anything else, so a refused POST changes nothing. The forms call 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -46,7 +47,10 @@ async def _form(request: Request) -> dict[str, str]:
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
         raise OpsError("BAD_REQUEST", f"form body: expected at most {MAX_FORM_BYTES} bytes, got {len(body)}")
-    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=20)
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=20)
+    except ValueError:  # more fields than any of these forms has
+        raise OpsError("BAD_REQUEST", "form body: expected at most 20 fields") from None
     return {k: v[0] for k, v in fields.items()}
 
 
@@ -83,8 +87,7 @@ def router(home: Home) -> APIRouter:
         html = TEMPLATES.get_template("dashboard.html").render(
             s=status.snapshot(home), sess=sess, csrf=sess.csrf, done=DONE.get(done or ""),
             error=error, gate_modes=switches.GATE_MODES, channels=switches.SENDER_CHANNELS)
-        return HTMLResponse(html, status_code=status_of(error) if error else 200,
-                            headers=HEADERS)
+        return HTMLResponse(html, status_code=status_of(error) if error else 200, headers=HEADERS)
 
     def login_page(error: AlertorError | None = None) -> HTMLResponse:
         return HTMLResponse(TEMPLATES.get_template("login.html").render(error=error),
@@ -128,7 +131,7 @@ def router(home: Home) -> APIRouter:
         answer.delete_cookie(session.COOKIE, path="/", httponly=True, samesite="strict")
         return answer
 
-    def act(sess: session.Session, done: str, call: Any) -> Response:
+    def act(sess: session.Session, done: str, call: Callable[[], object]) -> Response:
         try:
             call()
         except AlertorError as exc:
