@@ -207,27 +207,41 @@ _cache: dict[Path, tuple[tuple, dict[str, Any]]] = {}
 _cache_lock = threading.Lock()
 
 
+_watched: dict[Path, tuple[str, list[str]]] = {}
+
+
+def _watch_list(home: Home) -> tuple[str, list[str]]:
+    """The state folder and the other files and folders the snapshot reads, as strings (built once per home)."""
+    if home.root not in _watched:
+        from common.store import EodStore
+        from nas.cycle import latest_receipt_path
+        from nas.summary import summary_path
+
+        paths = [latest_receipt_path(home), summary_path(home), EodStore.for_home(home).manifest_path,
+                 home.reports / "outbox", *(home.queue(q) for q in QUEUE_DIRS)]
+        _watched[home.root] = (str(home.state), [str(p) for p in paths])
+    return _watched[home.root]
+
+
 def _fingerprint(home: Home) -> tuple:
-    """What the snapshot reads, as (name, mtime_ns, size) of its files and folders, and the current second (the
-    window's TTL and anything not listed here are then at most one second old)."""
-    from common.store import EodStore
-    from nas.cycle import latest_receipt_path
-    from nas.summary import summary_path
-
-    def stat(path: Path) -> tuple:
-        try:
-            st = os.stat(path)
-            return (path.name, st.st_mtime_ns, st.st_size)
-        except OSError:
-            return (path.name, None, None)
-
+    """What the snapshot reads, as (mtime_ns, size) of its files and folders, and the current second (the window's
+    TTL and anything not listed here are then at most one second old)."""
+    state, paths = _watch_list(home)
+    out: list[Any] = [int(time.time())]
     try:
-        state = tuple(sorted(stat(home.state / e.name) for e in os.scandir(home.state)))
+        with os.scandir(state) as entries:
+            for e in entries:
+                st = e.stat(follow_symlinks=False)
+                out.append((e.name, st.st_mtime_ns, st.st_size))
     except OSError:
-        state = ()
-    paths = [latest_receipt_path(home), summary_path(home), EodStore.for_home(home).manifest_path,
-             home.reports / "outbox", *(home.queue(q) for q in QUEUE_DIRS)]
-    return (int(time.time()), state, tuple(stat(p) for p in paths))
+        out.append(None)
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
 
 
 def cached_snapshot(home: Home) -> dict[str, Any]:

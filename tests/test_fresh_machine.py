@@ -12,10 +12,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _bin(tmp_path: Path, uid: int, apt_installs: bool) -> Path:
-    """A PATH folder with what make and the script need, rsync left out, `id -u` answering `uid`."""
+    """A PATH folder with what make and the script need (curl too), rsync left out, `id -u` answering `uid`."""
     folder = tmp_path / "bin"
     folder.mkdir()
-    for tool in ("bash", "env", "make", "git", "cat", "sh", "curl"):
+    for tool in ("bash", "env", "make", "git", "curl", "cat", "sh"):
         os.symlink(shutil.which(tool), folder / tool)
     (folder / "id").write_text(f"#!/bin/sh\necho {uid}\n")
     log = tmp_path / "apt.log"

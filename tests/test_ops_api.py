@@ -178,3 +178,20 @@ def test_cycle_summary_live_fire_and_postmortem_runs(api: Api) -> None:
     assert set(row) >= {"result", "decision", "snapshot_ref", "push"} and row["run_id"] == stopped["run_id"]
     cid = events.read(home)[-1]
     assert cid["event"] == "LIVE_CYCLE_END" and cid["operator"] == "alice"
+
+
+def test_health_is_503_when_the_state_is_not_sane(api: Api) -> None:
+    (api.home.state / switches.GATE_FILE).write_text("{broken", encoding="utf-8")
+    r = api.client.get("/api/ops/health")
+    assert r.status_code == 503 and r.json()["ok"] is False
+    assert r.json()["checks"]["switches_readable"] is False and r.json()["effective_gate"] == "MOCK_ONLY"
+    assert api.client.get("/api/status").json()["gate"]["readable"] is False
+
+
+def test_events_by_correlation_id(api: Api) -> None:
+    events.append(api.home, "OPS_STEP", correlation_id="20240628-momentum_topN_v1", step="scan")
+    events.append(api.home, "OPS_STEP", correlation_id="20240627-momentum_topN_v1", step="scan")
+    rows = api.client.get("/api/events", params={"correlation_id": "20240628-momentum_topN_v1"}).json()["rows"]
+    assert [(e["event"], e["correlation_id"]) for e in rows] == [("OPS_STEP", "20240628-momentum_topN_v1")]
+    assert len(api.client.get("/api/events", params={"limit": 2}).json()["rows"]) == 2
+    assert api.client.get("/api/events", params={"limit": 0}).status_code == 422

@@ -20,17 +20,18 @@ A run that a safety check blocked is still a 200: the answer's `result` (and `ex
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Header
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from common import safeio
 from common.errors import FAILED, OpsError
 from common.home import Home
 from faces import KRX
-from faces.http.ops_api import acting, require_confirm
+from faces.http.ops_api import acting, encode, require_confirm
 from nas import cycle, live_cycle, live_fire, postmortem, summary
 
 SCHEDULER_KEYS = ("run_id", "started_at", "finished_at", "result", "reason", "date", "correlation_id",
@@ -86,13 +87,22 @@ def router(home: Home) -> APIRouter:
         data, path = summary.regenerate(home)
         return {"rows": [data], "ref": _ref(home, path)}
 
+    last: dict[str, Any] = {"version": None, "body": b""}
+
     @r.get("/ops/summary/latest")
-    async def get_summary() -> JSONResponse:
-        # polled: on the event loop (one small bounded file read) and a JSONResponse, which skips FastAPI's slower
-        # encoder
-        data = read_json(home, summary.summary_path(home), None)
-        return JSONResponse({"rows": [data] if data else [],
-                             "ref": _ref(home, summary.summary_path(home)) if data else None})
+    async def get_summary() -> Response:
+        # polled: on the event loop (no thread hop), read and encoded again only when the file was replaced
+        path = summary.summary_path(home)
+        try:
+            st = os.stat(path)
+            version: tuple | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            version = None
+        if version is None or version != last["version"]:
+            data = read_json(home, path, None)
+            last.update(version=version, body=encode({"rows": [data] if data else [],
+                                                      "ref": _ref(home, path) if data else None}))
+        return Response(last["body"], media_type="application/json")
 
     @r.post("/ops/push/live_fire/run")
     def post_live_fire(authorization: str = Header(default="")) -> dict:

@@ -48,11 +48,12 @@ function Invoke-Api([string]$Method, [string]$Path) {
     } catch {
         $resp = $_.Exception.Response
         if ($null -eq $resp) { return @(0, [pscustomobject]@{ code = 'NO_ANSWER'; message = $_.Exception.Message }) }
-        $body = $null
-        try {
-            $reader = New-Object System.IO.StreamReader($resp.GetResponseStream())
-            $body = $reader.ReadToEnd() | ConvertFrom-Json
-        } catch { $body = [pscustomobject]@{ code = 'HTTP'; message = "$($resp.StatusCode)" } }
+        # the answer's {code, message}: ErrorDetails holds the body in Windows PowerShell 5.1 and PowerShell 7
+        $text = if ($_.ErrorDetails) { $_.ErrorDetails.Message } else { '' }
+        $body = [pscustomobject]@{ code = 'HTTP'; message = "$($resp.StatusCode)" }
+        if ($text) {
+            try { $body = $text | ConvertFrom-Json } catch { }
+        }
         return @([int]$resp.StatusCode, $body)
     }
 }
