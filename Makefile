@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml | tools
 demo: tools $(STAMP)
 	$(BIN)/python -m faces.demo
 
+# the browser tests' chromium too (a missing one skips them, or fails them under CI: tests/test_dashboard.py)
 test: tools $(STAMP)
+	@scripts/ensure_tools.sh --browser
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

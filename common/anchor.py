@@ -56,22 +56,9 @@ def load_key(*, create: bool) -> tuple[bytes | None, str]:
         raise OSError(f"event log key {path}: {exc}") from None
     if not create:
         return None, str(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, secrets.token_hex(32).encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # never replaces a key another process created a moment ago
+    if atomic.create_secret(path, secrets.token_hex(32).encode() + b"\n"):
         _log.warning("event log key created at %s (mode 0600): keep it out of the home and back it up", path,
                      extra={"event": "EVENT_LOG_KEY_CREATED"})
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
     return load_key(create=False)
 
 

@@ -74,3 +74,24 @@ def write_text(path: str | os.PathLike, text: str, *, durable: bool = True) -> P
 
 def write_json(path: str | os.PathLike, obj: Any, *, durable: bool = True) -> Path:
     return write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n", durable=durable)
+
+
+def create_secret(path: str | os.PathLike, data: bytes) -> bool:
+    """Create `path` (mode 0600, its folder 0700 when made here) holding `data`, unless it exists: a key another
+    process created a moment ago is never replaced (a link cannot overwrite). True when this call created it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)

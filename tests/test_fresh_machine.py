@@ -56,3 +56,35 @@ def test_as_root_the_missing_tool_is_installed_with_apt_get(tmp_path: Path) -> N
 def test_ci_runs_just_make_test() -> None:
     text = (REPO / ".ci" / "run").read_text()
     assert "exec make test" in text and "apt-get" not in text
+
+
+def _browser_bin(tmp_path: Path, uid: int, apt_installs: bool) -> Path:
+    """rsync and git there, chromium not; apt-get (a stand-in) links the real chromium in when it may install."""
+    folder = _bin(tmp_path, uid, apt_installs=False)
+    os.symlink(shutil.which("rsync"), folder / "rsync")
+    chromium = shutil.which("chromium") or "/bin/true"  # the stand-in only needs something executable to link
+    link = f"{shutil.which('ln')} -s {chromium} {folder}/chromium" if apt_installs else "true"
+    log = tmp_path / "apt.log"
+    (folder / "apt-get").write_text(f'#!/bin/sh\necho "$@" >> {log}\ncase "$1" in install) {link};; esac\n')
+    return folder
+
+
+def _ensure_browser(folder: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(REPO / "scripts" / "ensure_tools.sh"), "--browser"],
+                          env={"PATH": str(folder), **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_make_test_installs_chromium_for_the_browser_tests(tmp_path: Path) -> None:
+    folder = _browser_bin(tmp_path, uid=0, apt_installs=True)
+    proc = _ensure_browser(folder)
+    assert proc.returncode == 0, proc.stderr
+    assert "install -y -qq chromium" in (tmp_path / "apt.log").read_text()
+    assert (folder / "chromium").exists() and "skip" not in proc.stderr
+
+
+def test_chromium_that_cannot_be_installed_stops_nothing_but_says_so(tmp_path: Path) -> None:
+    folder = _browser_bin(tmp_path, uid=1000, apt_installs=False)
+    proc = _ensure_browser(folder)
+    assert proc.returncode == 0, proc.stderr  # rsync and git are there: the rest of the suite runs
+    assert "the dashboard's browser tests will skip" in proc.stderr and "CI" not in proc.stderr
+    assert "and fail under CI" in _ensure_browser(folder, CI="true").stderr

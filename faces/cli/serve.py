@@ -30,7 +30,7 @@ def create_app(home: Home, cfg: dict, *, remote: bool = False):
     """The app; `remote`: bound to a non-loopback address, so every request needs an operator token."""
     from fastapi import FastAPI
 
-    from faces.http import approvals, artifacts, guard, install_error_handlers, ops_api, ops_runs
+    from faces.http import approvals, artifacts, dashboard, guard, install_error_handlers, ops_api, ops_runs
 
     app = FastAPI(title="krx serve: the ops API and the approval side")
     install_error_handlers(app)
@@ -39,6 +39,7 @@ def create_app(home: Home, cfg: dict, *, remote: bool = False):
     app.include_router(ops_runs.router(home))
     app.include_router(artifacts.router(home))
     app.include_router(approvals.router(home, cfg))
+    app.include_router(dashboard.router(home))
     return app
 
 

@@ -1,5 +1,5 @@
-"""The HTTP faces (FastAPI on uvicorn): the execution server, the approval API and page, the mock KIS broker, the
-PC's backtest API.
+"""The HTTP faces (FastAPI on uvicorn): the ops API and the dashboard of `krx serve`, the execution server, the
+approval API and page, the mock KIS broker, the PC's backtest API.
 
 They parse input, call the core and map its errors to HTTP statuses here, in one place: the code of the project's
 one error base (common.errors.AlertorError) picks the status (STATUS), any other REFUSED error is 403 and a FAILED
@@ -28,6 +28,7 @@ STATUS = {
     "BAD_TTL": 422, "REASON_REQUIRED": 422, "BAD_REQUEST": 422, "BAD_MINUTES": 422, "WINDOW_TOO_LONG": 422,
     "BAD_KEY": 422, "BAD_CHANNEL": 422, "SWITCH_REFUSED": 422,
     "NOT_PENDING": 409, "PROPOSALS_EXIST": 409, "CYCLE_RUNNING": 409, "LIVE_FIRE_RUNNING": 409,
+    "SESSION_REQUIRED": 401, "CSRF_INVALID": 403,
     "RATE_LIMITED": 429, "STATE_UNREADABLE": 503,
     "EXECUTION_UNREACHABLE": 502, "BROKER_FAILED": 502,
     # the PC's backtest API: a request refused exactly as a queue file would be (common.schemas codes)

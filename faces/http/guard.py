@@ -5,7 +5,10 @@
   Retry-After. In process, so it resets with a restart; it bounds a runaway script, not a determined attacker (the
   tokens do that).
 - Bound to a non-loopback address (`api.allow_remote: true`), every request needs a current operator token, GETs
-  and the OpenAPI pages included: a person on the network sees nothing without one.
+  and the OpenAPI pages included: a person on the network sees nothing without one. A browser shows it once, at the
+  dashboard's sign-in (`/` and `/login` show nothing but that form), and then carries the dashboard's session
+  cookie instead (faces/http/session.py: checked against the registry on every request). The cookie only passes
+  this gate: an API POST still needs its Bearer token, so the cookie cannot change anything the API changes.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
+from http.cookies import CookieError, SimpleCookie
 
 from fastapi import FastAPI
 
 from common.errors import AlertorError, OpsError
 from common.home import Home
-from faces.http import auth
+from faces.http import auth, session
 
 
 class RateLimited(AlertorError):
@@ -74,9 +78,9 @@ class Guard:
 
         method = scope["method"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
-                   if k in (b"authorization",)}
+                   if k in (b"authorization", b"cookie")}
         try:
-            if self.remote:
+            if self.remote and not _signed_in_or_signing_in(self.home, scope["path"], headers.get("cookie")):
                 auth.operator(self.home, headers.get("authorization"), f"{method} {scope['path']}", change=False)
             if method == "POST":
                 wait = self.bucket.take(caller(headers.get("authorization"), (scope.get("client") or ("?",))[0]))
@@ -85,6 +89,19 @@ class Guard:
         except (OpsError, RateLimited) as exc:  # answered here: a middleware's error never reaches the handlers
             return await error_response(exc)(scope, receive, send)
         return await self.app(scope, receive, send)
+
+
+def _signed_in_or_signing_in(home: Home, path: str, cookie_header: str | None) -> bool:
+    """The dashboard's way past the remote gate: its sign-in form, or a current session cookie."""
+    if path in ("/", "/login"):  # without a session these show only the sign-in form
+        return True
+    jar = SimpleCookie()
+    try:
+        jar.load(cookie_header or "")
+    except CookieError:
+        return False
+    morsel = jar.get(session.COOKIE)
+    return morsel is not None and session.current(home, morsel.value) is not None
 
 
 def install(app: FastAPI, home: Home, api_cfg: dict, *, remote: bool) -> None:
