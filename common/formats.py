@@ -33,6 +33,7 @@ DAILY_SUMMARY = "daily_summary/1"
 OPS_STATUS = "ops_status/1"
 LIVE_CYCLE_RECEIPT = "live_cycle_receipt/1"
 WATCHDOG_STATE = "watchdog_state/1"
+DASHBOARD_SIGNOUTS = "dashboard_signouts/1"
 WORKER_HEARTBEAT = "worker_heartbeat/1"
 # switches, operators and the REAL path (state/)
 SWITCH = "switch/1"
@@ -68,6 +69,8 @@ FORMATS: tuple[Format, ...] = (
     Format(OPS_STATUS, "(an answer, not a file: GET /api/status)", "nas/status.py", "the dashboard, scripts"),
     Format(LIVE_CYCLE_RECEIPT, "reports/ops/live/", "krx ops live-cycle (nas/live_cycle.py)",
            "GET /api/live/cycle/latest, check_live_cycle.sh"),
+    Format(DASHBOARD_SIGNOUTS, "state/dashboard_signouts.json", "the dashboard's sign-out (faces/http/session.py)",
+           "every dashboard request"),
     Format(WATCHDOG_STATE, "state/watchdog.json", "krx ops watchdog (nas/watchdog.py)", "krx ops watchdog"),
     Format(WORKER_HEARTBEAT, "reports/ops/heartbeat/<host>.json", "krx worker (common/heartbeat.py)",
            "krx ops watchdog"),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from common import atomic, events, operators, safeio, statefile
+from common import atomic, events, formats, operators, safeio, statefile
 from common.errors import FAILED, OpsError
 from common.home import Home
 from common.log import now as clock_now
@@ -27,7 +27,7 @@ from common.log import now as clock_now
 COOKIE = "krx_session"
 KEY_FILE = "dashboard_session.key"
 SIGNOUTS_FILE = "dashboard_signouts.json"
-SIGNOUTS_SCHEMA = "dashboard_signouts/1"
+SIGNOUTS_SCHEMA = formats.DASHBOARD_SIGNOUTS
 LIFETIME = dt.timedelta(hours=8)
 ALGORITHM = "HS256"
 
@@ -88,7 +88,7 @@ def sign_in(home: Home, token: str | None, *, now: dt.datetime | None = None) ->
     session = Session(name, secrets.token_urlsafe(32), now + LIFETIME, _ms(now), op.role if op else operators.VIEWER)
     claims = {"sub": name, "op_created": op.created_at if op else None, "csrf": session.csrf,
               "iat": int(now.timestamp()), "iat_ms": session.issued_ms, "exp": int(session.expires_at.timestamp())}
-    events.append(home, "DASHBOARD_SIGN_IN", operator=name)
+    events.append(home, "dashboard_sign_in", operator=name)
     return jwt.encode(claims, _key(home), algorithm=ALGORITHM), session
 
 
@@ -120,7 +120,7 @@ def sign_out(home: Home, session: Session, *, now: dt.datetime | None = None) ->
         times = _signouts(home)
         times[session.operator] = max(_ms(now or clock_now()), session.issued_ms)
         statefile.save(home.state / SIGNOUTS_FILE, {"schema": SIGNOUTS_SCHEMA, "signed_out_ms": times})
-    events.append(home, "DASHBOARD_SIGN_OUT", operator=session.operator)
+    events.append(home, "dashboard_sign_out", operator=session.operator)
 
 
 def require(home: Home, cookie: str | None, csrf: str | None, *, change: bool = True) -> Session:
@@ -131,12 +131,12 @@ def require(home: Home, cookie: str | None, csrf: str | None, *, change: bool = 
         raise OpsError("SESSION_REQUIRED", "sign in with an operator token first (the session is missing, expired, "
                        "or its operator was removed)")
     if not csrf or not hmac.compare_digest(csrf.encode(), session.csrf.encode()):
-        events.append(home, "OPERATOR_REFUSED", action="dashboard form", code="CSRF_INVALID",
+        events.append(home, "operator_refused", action="dashboard form", code="CSRF_INVALID",
                       operator=session.operator)
         raise OpsError("CSRF_INVALID", "the form's CSRF token is missing or is not this session's: reload the page "
                        "and submit again; nothing was changed")
     if change and not session.can_change:
-        events.append(home, "OPERATOR_REFUSED", action="dashboard form", code="ACTION_NOT_ALLOWED",
+        events.append(home, "operator_refused", action="dashboard form", code="ACTION_NOT_ALLOWED",
                       operator=session.operator)
         raise OpsError("ACTION_NOT_ALLOWED", f"operator {session.operator} has the role {session.role}, which may "
                        "only read; nothing was changed")
