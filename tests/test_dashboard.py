@@ -315,7 +315,9 @@ def test_damaged_state_reads_stopped_and_says_so(served: ProcessServer, home: Ho
     receipt.write_text("[1, 2", encoding="utf-8")
     log = home.state / "events.jsonl"
     lines = log.read_text(encoding="utf-8").splitlines()
-    lines[0] = lines[0].replace('"OPERATOR_ADDED"', '"OPERATOR_GONE"')
+    edited = lines[0].replace('"operator_added"', '"operator_gone"')
+    assert edited != lines[0]
+    lines[0] = edited
     log.write_text("\n".join(lines) + "\n", encoding="utf-8")
     page = client.get("/")
     assert page.status_code == 200
