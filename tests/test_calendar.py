@@ -107,3 +107,10 @@ def test_cache_holds_both_libraries_and_survives_damage(tmp_path, monkeypatch) -
         pd.testing.assert_index_equal(sessions, truth, check_names=False)
         assert [d.date() for d in closed] == sorted(closures)
         assert names.tolist() == [closures[d] for d in sorted(closures)]
+
+
+def test_calendar_outside_its_range_or_reversed_is_an_error(home: Home) -> None:
+    reversed_ = krx("calendar", "2026-06-05", "2026-06-01", home=home)
+    assert reversed_.returncode == 3 and "FROM 2026-06-05 is after TO 2026-06-01" in reversed_.stderr
+    beyond = krx("calendar", "2026-06-01", "2199-01-01", home=home)
+    assert beyond.returncode == 3 and "reaches outside the calendar" in beyond.stderr and not beyond.stdout

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import krx
 
 from common import events, switches
 from common.home import Home
@@ -244,3 +245,19 @@ def test_full_cycle_completes(home: Home, env: dict[str, str]) -> None:
     assert list(home.queue("pending").glob("*.json"))
     assert [s for s in _sockets(env) if not _is_local(s)] == []
     assert events.verify(home)[0]
+
+
+def test_a_damaged_portfolio_blocks_the_cycle_with_state_unreadable(home: Home) -> None:
+    (home.state / "portfolio.json").write_text("{broken", encoding="utf-8")
+    proc = krx("ops", "cycle", "--date", "2026-06-01", home=home, timeout=180)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "BLOCKED (STATE_UNREADABLE)" in proc.stdout
+
+
+def test_a_failed_preflight_says_which_file_and_key(home: Home) -> None:
+    proc = krx("ops", "cycle", "--date", "2026-06-01", home=home, env={"KRX__APP__WORKER__LEASE_S": "soon"},
+               timeout=180)
+    assert proc.returncode == 2  # DESIGN section 10: a failed preflight is BLOCKED
+    assert "BLOCKED (PREFLIGHT_FAIL)" in proc.stdout
+    assert ("preflight configs: environment variable KRX__APP__WORKER__LEASE_S: worker.lease_s: expected a number, "
+            "got 'soon'") in proc.stdout

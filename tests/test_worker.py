@@ -13,12 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import krx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_worker_jobs import Workers, make_request, runs, wait_for
 
 from common import events, schemas
 from common.home import Home
+from common.log import now
 from common.queue import Queue
 from pc import worker as worker_mod
 
@@ -445,3 +447,50 @@ def test_a_file_the_worker_cannot_claim_does_not_hold_up_the_others(home: Home, 
         assert len(stuck_lines) == 1 and stuck.name in stuck_lines[0].getMessage()
     finally:
         subprocess.run(["chattr", "-i", str(stuck)], capture_output=True)
+
+
+def test_a_backtest_that_cannot_succeed_is_failed_at_once(home: Home) -> None:
+    req = schemas.new_request("momentum_topN_v1", "2010-01-04", "2010-06-30", id="nodata", home=home)
+    Queue.of_home(home).submit(req)  # the store is empty: no retry can give it data
+    proc = krx("worker", "--once", home=home, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((home.queue("failed") / "nodata.error.json").read_text(encoding="utf-8"))
+    assert record["error_code"] == "JOB_FAILED" and record["attempts"] == 1
+    assert "JOB_RETRY" not in proc.stderr
+
+
+SLOW_IMPORT = '''
+import importlib.abc, os, sys, time
+class _Slow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "pc.worker":
+            open(os.environ["KRX_TEST_MARK"], "w").close()  # the worker module starts loading now
+            time.sleep(3)
+        return None
+sys.meta_path.insert(0, _Slow())
+'''
+
+
+def test_sigterm_while_the_worker_is_still_importing_exits_0(home: Home, tmp_path: Path) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_IMPORT, encoding="utf-8")
+    mark = tmp_path / "mark"
+    env = {**os.environ, "KRX_HOME": str(home.root), "KRX_TEST_MARK": str(mark),
+           "PYTHONPATH": f"{hook}{os.pathsep}{Path(__file__).resolve().parent.parent}"}
+    proc = subprocess.Popen([sys.executable, "-m", "faces.cli", "worker", "--once"], env=env, cwd=home.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while not mark.exists() and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+
+
+def test_a_full_disk_under_the_log_file_prints_no_traceback(home: Home) -> None:
+    home.logs.mkdir(exist_ok=True)
+    os.symlink("/dev/full", home.logs / f"worker_{now():%Y%m%d}.log")  # every write: ENOSPC
+    (home.queue("pending") / "bad name.json").write_text("{}")  # something to log
+    proc = krx("worker", "--once", home=home, timeout=120)
+    assert proc.returncode == 0
+    assert "Traceback" not in proc.stderr and "Logging error" not in proc.stderr
+    assert proc.stderr.count("[LOG] cannot write") == 1

@@ -10,9 +10,10 @@ import random
 import signal
 import time
 
+from conftest import krx
 from test_worker_jobs import Workers, make_request, runs, wait_for
 
-from common.home import init_home
+from common.home import Home, init_home
 from common.queue import Queue
 from common.queue_names import parse_claim_name
 
@@ -84,3 +85,19 @@ def test_sigkill_chaos_gives_every_request_exactly_one_result(tmp_path) -> None:
     print(f"chaos: kills={kills} aimed={aimed} runs={runs(home.root)} recovered_claims={recovered}")
     assert kills >= 10 and recovered >= 1  # the chaos really hit running jobs
     assert runs(home.root) >= N_REQUESTS
+
+
+def test_a_result_published_by_a_killed_worker_gets_its_job_done(home: Home) -> None:
+    q = Queue.of_home(home)
+    (q.out / "r9").mkdir(parents=True)  # published ...
+    (q.out / "r9" / "result.json").write_text("{}")
+    claim = q.processing / "r9@1@host-1-abcdef.json"  # ... and killed before the claim went
+    claim.write_text("{}")
+    os.utime(claim, (time.time() - 3600, time.time() - 3600))
+    proc = krx("worker", "--once", "--lease", "5", home=home, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "[JOB_DONE]" in proc.stderr and "recovered" in proc.stderr
+    lines = (home.state / "events.jsonl").read_text(encoding="utf-8").splitlines()
+    done = [json.loads(ln) for ln in lines if '"backtest_done"' in ln]
+    assert len(done) == 1 and done[0]["id"] == "r9" and done[0]["recovered"] is True
+    assert not claim.exists()
