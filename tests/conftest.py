@@ -17,6 +17,18 @@ import pytest
 from common import calendar
 from common.home import Home, init_home
 
+# A small market and a short strategy keep a real day (sample ingest, scan, alert, request) to a few seconds.
+SMALL_DAY = {
+    "KRX__APP__SAMPLE__TICKERS": "40",
+    "KRX__APP__SAMPLE__FIRST_DATE": "2024-01-02",
+    "KRX__APP__INGEST__HISTORY_DAYS": "60",
+    "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__LOOKBACKS": "[5, 10]",
+    "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__WEIGHTS": "[0.5, 0.5]",
+    "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__REGIME__SMA_DAYS": "10",
+    "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__SELL_RULES__TREND_SMA_DAYS": "10",
+    "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__FILTERS__MIN_AVG_VALUE": "0",
+}
+
 REPO = Path(__file__).resolve().parent.parent
 # the event log's key lives outside every home (common/anchor.py); for the tests, in a temporary folder rather
 # than the user's ~/.config (subprocesses inherit it)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, krx
+from conftest import REPO, SMALL_DAY, krx
 from ops_api_server import Api, start
 from trading_servers import free_port
 
@@ -113,21 +113,12 @@ def test_remote_needs_allow_remote_and_then_a_token_everywhere(home: Home) -> No
         api.close()
 
 
-SMALL = {  # a small market and a short strategy keep the sample ingest to a few seconds (as tests/test_ops_cycle.py)
-    "KRX__APP__SAMPLE__TICKERS": "40", "KRX__APP__SAMPLE__FIRST_DATE": "2024-01-02",
-    "KRX__APP__INGEST__HISTORY_DAYS": "60",
-    "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__LOOKBACKS": "[5, 10]",
-    "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__WEIGHTS": "[0.5, 0.5]",
-    "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__REGIME__SMA_DAYS": "10",
-    "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__SELL_RULES__TREND_SMA_DAYS": "10",
-    "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__FILTERS__MIN_AVG_VALUE": "0",
-}
 
 
 def test_a_live_cycle_scans_and_renders_the_alert(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
-    for k, v in SMALL.items():
+    for k, v in SMALL_DAY.items():
         monkeypatch.setenv(k, v)
-    ingest = krx("ingest", "--end", "2024-03-29", home=home, env=SMALL)
+    ingest = krx("ingest", "--end", "2024-03-29", home=home, env=SMALL_DAY)
     assert ingest.returncode == 0, ingest.stderr[-2000:]
     api = start(home)
     try:
@@ -144,7 +135,7 @@ def test_a_live_cycle_scans_and_renders_the_alert(home: Home, monkeypatch: pytes
         assert outbox["sent"] is False and outbox["payloads"]
     finally:
         api.close()
-    again = krx("ops", "live-cycle", home=home, env=SMALL)  # the CLI face of the same core call
+    again = krx("ops", "live-cycle", home=home, env=SMALL_DAY)  # the CLI face of the same core call
     assert again.returncode == 0 and "COMPLETED" in again.stdout, again.stdout[-2000:]
 
 

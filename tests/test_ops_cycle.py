@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import krx
+from conftest import SMALL_DAY, krx
 
 from common import events, switches
 from common.home import Home
@@ -50,17 +50,6 @@ if _LOG:
     sys.addaudithook(_hook)
 '''
 
-# A small market and a short strategy keep the sample ingest to a few seconds while every step runs for real.
-SMALL = {
-    "KRX__APP__SAMPLE__TICKERS": "40",
-    "KRX__APP__SAMPLE__FIRST_DATE": "2024-01-02",
-    "KRX__APP__INGEST__HISTORY_DAYS": "60",
-    "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__LOOKBACKS": "[5, 10]",
-    "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__WEIGHTS": "[0.5, 0.5]",
-    "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__REGIME__SMA_DAYS": "10",
-    "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__SELL_RULES__TREND_SMA_DAYS": "10",
-    "KRX__STRATEGIES__STRATEGIES__MOMENTUM_TOPN_V1__FILTERS__MIN_AVG_VALUE": "0",
-}
 
 
 @pytest.fixture()
@@ -72,7 +61,7 @@ def env(home: Home, tmp_path: Path) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items()
             if (not k.startswith("KRX") or k == "KRX_EVENT_LOG_KEY_FILE") and not k.startswith("SLACK")
             and k != "PYTHONPATH"}
-    base.update(SMALL)
+    base.update(SMALL_DAY)
     base.update(KRX_HOME=str(home.root), PYTHONPATH=f"{hook_dir}{os.pathsep}{REPO}",
                 KRX_TEST_SOCKET_LOG=str(tmp_path / "sockets.jsonl"))
     return base

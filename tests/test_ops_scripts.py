@@ -9,8 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, krx
-from test_ops_api_guard import SMALL
+from conftest import REPO, SMALL_DAY, krx
 from trading_servers import ProcessServer, free_port
 
 from common import operators
@@ -23,7 +22,7 @@ SCRIPTS = REPO / "scripts" / "linux"
 def served(home: Home) -> Iterator[tuple[ProcessServer, str]]:
     _, token = operators.add(home, "alice")
     assert krx("trade", "init-db", home=home).returncode == 0
-    env = {"KRX_HOME": str(home.root), **SMALL}
+    env = {"KRX_HOME": str(home.root), **SMALL_DAY}
     assert krx("ingest", "--end", "2024-03-29", home=home, env=env).returncode == 0
     port = free_port()
     srv = ProcessServer(["serve", "--port", str(port)], port, env)
