@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from common.config import LOOPBACK_HOSTS
+from common.config_rules import LOOPBACK_HOSTS
 from common.errors import FAILED, OpsError
 
 TOKEN_PATH = "/oauth2/tokenP"
