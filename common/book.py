@@ -50,14 +50,20 @@ class TaxTable:
 
     def bps(self, day: Any) -> np.ndarray:
         """Rates per column for a sell settling on `day`."""
-        k = int(np.searchsorted(self.starts, np.datetime64(pd.Timestamp(day).date(), "D"), side="right")) - 1
+        if not len(self.starts):
+            k = -1
+        else:
+            when = np.datetime64(day if type(day) is dt.date else pd.Timestamp(day).date(), "D")
+            k = int(np.searchsorted(self.starts, when, side="right")) - 1
         if k not in self._cache:
             if k < 0:
                 rates = np.zeros(len(self.markets))
-            else:
+            else:  # one rate per distinct market, then spread over the columns
                 row = {m: float(v) for m, v in self.rows[k].items() if m != "from"}
                 top = max(row.values(), default=0.0)
-                rates = np.array([0.0 if m == ETF else row.get(m, top) for m in self.markets])
+                codes, names = pd.factorize(pd.Index(self.markets, dtype=object))
+                per = np.array([0.0 if m == ETF else row.get(m, top) for m in names] + [top])
+                rates = per[codes]  # code -1 (a missing market) takes the last entry: the highest rate
             self._cache[k] = rates
         return self._cache[k]
 
@@ -147,22 +153,22 @@ class Book:
 
     def orders(self, weight: np.ndarray, states: np.ndarray, price: np.ndarray, tradable: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(columns, target shares, reasons) of a decision: weight x equity / price at today's close, floored to
-        whole shares; weight NaN keeps the shares; a ticker that cannot trade today keeps its shares."""
-        cols = np.flatnonzero(((weight != 0) & ~np.isnan(weight)) | (self.shares != 0))
+        """(columns, target shares, states of those columns) of a decision: weight x equity / price at today's
+        close, floored to whole shares; weight NaN keeps the shares; a ticker that cannot trade today keeps its
+        shares."""
+        cols = np.flatnonzero((np.abs(weight) > 0) | (self.shares != 0))  # abs(NaN) > 0 is False: NaN keeps
         if not len(cols):
-            return cols, np.zeros(0), np.zeros(0, dtype=object)
+            return cols, np.zeros(0), states[:0]
         equity, _ = self.value(price)
-        w, px = weight[cols], price[cols]
+        w, px, current = weight[cols], price[cols], self.shares[cols]
         act = tradable[cols] & ~np.isnan(w)
-        target = self.shares[cols].copy()
         with np.errstate(invalid="ignore", divide="ignore"):
             want = w * equity / px
         if not self.fractional:
             want = np.floor(want)
-        target[act] = want[act]
-        changed = target != self.shares[cols]
-        return cols[changed], target[changed], states[cols][changed]
+        target = np.where(act, want, current)
+        changed = np.flatnonzero(target != current)
+        return cols[changed], target[changed], states[cols[changed]]
 
     def execute(self, day: dt.date, settle: dt.date, cols: np.ndarray, target: np.ndarray, price: np.ndarray,
                 reasons: np.ndarray) -> None:
@@ -170,8 +176,8 @@ class Book:
         cols = np.asarray(cols, dtype=np.int64)
         if not len(cols):
             return
-        px = price[cols]
-        delta = target - self.shares[cols]
+        px, current = price[cols], self.shares[cols]
+        delta = target - current
         sell, buy = delta < 0, delta > 0
         sell_tax = self.tax.bps(settle)[cols] / 1e4
         sell_value = -delta[sell] * px[sell]
@@ -187,11 +193,12 @@ class Book:
         traded = delta != 0
         if not traded.any():
             return
-        new = self.shares[cols] + delta
-        opened = traded & (self.shares[cols] == 0) & (new > 0)
-        self.entry[cols[opened]] = px[opened]
-        self.entry_day[cols[opened]] = np.datetime64(day, "D")
+        new = current + delta
+        opened = traded & (current == 0) & (new > 0)
         closed = traded & (new == 0)
+        today = np.datetime64(day, "D")
+        self.entry[cols[opened]] = px[opened]
+        self.entry_day[cols[opened]] = today
         self.entry[cols[closed]] = np.nan
         self.entry_day[cols[closed]] = np.datetime64("NaT")
         self.shares[cols] = new
@@ -199,7 +206,7 @@ class Book:
         c, d, p, r = cols[traded], delta[traded], px[traded], np.asarray(reasons, dtype=object)[traded]
         value = np.abs(d) * p
         is_sell = d < 0
-        self.log.append((np.full(len(c), np.datetime64(day, "D")), c, is_sell, np.abs(d), p, value,
+        self.log.append((np.full(len(c), today), c, is_sell, np.abs(d), p, value,
                          value * self.comm, np.where(is_sell, value * sell_tax[traded], 0.0), value * self.slip, r))
 
     def fill_pending(self, day: dt.date, settle: dt.date, open_: np.ndarray, tradable: np.ndarray) -> None:

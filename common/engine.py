@@ -114,6 +114,7 @@ class _Run:
     def __init__(self, ctx: strategy.Indicators, book: Book, reb: np.ndarray, settle: np.ndarray,
                  progress: Callable[[], None] | None):
         self.ctx, self.book, self.reb, self.settle, self.progress = ctx, book, reb, settle, progress
+        self.days = ctx.index.values.astype("datetime64[D]")
         n = len(ctx.index)
         self.equity, self.cash, self.invested = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
         self.rebalanced: list[int] = []
@@ -170,7 +171,7 @@ class _Run:
 
     def _session(self, e: int) -> None:
         ctx, book = self.ctx, self.book
-        day, settle = ctx.index[e].date(), self.settle[e]
+        day, settle = self.days[e].item(), self.settle[e].item()  # datetime.date, converted on event rows only
         factors = ctx.factors(e)
         if factors is not None:
             book.corporate_actions(day, factors)
@@ -178,24 +179,31 @@ class _Run:
             can_open = ctx.present[e] & (~ctx.halted[e] if ctx.halted is not None else True)
             book.fill_pending(day, settle, ctx.open[e], can_open)
         held = book.held()
-        book.delist(day, settle, held[~ctx.present[e, held]])
-        held = book.held()
-        priced = np.isfinite(ctx.price[e, held])
-        book.last_px[held[priced]] = ctx.price[e, held[priced]]
-        self.unpriced |= set(held[~priced].tolist())
-        due = bool(self.reb[e]) or (self.daily and bool(ctx.daily_sells(e, e + 1, held, book.entry[held]).any()))
-        if due:
-            decision = strategy.decide(ctx, e, book.holdings(), rebalance=bool(self.reb[e]))
+        gone = ~ctx.present[e, held]
+        if gone.any():
+            book.delist(day, settle, held[gone])
+            held = book.held()
+        px = ctx.price[e, held]
+        priced = np.isfinite(px)
+        if priced.all():
+            book.last_px[held] = px
+        else:
+            book.last_px[held[priced]] = px[priced]
+            self.unpriced.update(held[~priced].tolist())
+        reb = bool(self.reb[e])
+        if reb or (self.daily and bool(ctx.daily_sells(e, e + 1, held, book.entry[held]).any())):
+            decision = strategy.decide_cols(ctx, e, held, book.entry[held], rebalance=reb)
             if e == len(ctx.index) - 1:
                 self.decision = decision
-            cols, target, reasons = book.orders(decision.weight, _STATE_NAMES[decision.state], ctx.price[e],
-                                                ctx.tradable(e, e + 1)[0])
+            cols, target, codes = book.orders(decision.weight, decision.state, ctx.price[e],
+                                              ctx.tradable(e, e + 1)[0])
+            reasons = _STATE_NAMES[codes]
             if self.next_open:
                 book.pending = {int(j): (float(q), str(r)) for j, q, r in zip(cols, target, reasons, strict=True)}
                 book.pending_day = day if book.pending else None
             else:
                 book.execute(day, settle, cols, target, ctx.price[e], reasons)
-            if self.reb[e]:
+            if reb:
                 self.rebalanced.append(e)
                 if self.progress is not None:
                     self.progress()
@@ -231,12 +239,13 @@ class _Run:
 
 
 def _settlement(index: pd.DatetimeIndex, sessions: pd.DatetimeIndex) -> np.ndarray:
-    """Each row's settlement date (T+2 sessions): the sell tax is the rate of the day a sell settles."""
+    """Each row's settlement date (T+2 sessions, datetime64[D]): the sell tax is the rate of the day a sell
+    settles."""
     pos = sessions.searchsorted(index) + 2
     inside = pos < len(sessions)
     out = np.busday_offset(index.values.astype("datetime64[D]"), 2, roll="forward")
     out[inside] = sessions.values[pos[inside]].astype("datetime64[D]")
-    return np.array([d.astype(object) for d in out], dtype=object)
+    return out
 
 
 def _with_columns(panels: Mapping[str, pd.DataFrame], tickers: list[str]) -> dict[str, pd.DataFrame]:

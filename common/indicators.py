@@ -6,6 +6,7 @@ engine asks ~12 rows a year, the scanner one), per-holding ones (trend SMA, RSI)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,6 +136,13 @@ class Indicators:
         """Row position of a date in the panel (KeyError when it is not a row)."""
         return int(self.index.get_loc(pd.Timestamp(date)))
 
+    @functools.cached_property
+    def is_core(self) -> np.ndarray:
+        """bool per ticker: a core holding."""
+        out = np.zeros(len(self.tickers), dtype=bool)
+        out[self.core] = True
+        return out
+
     def regime_state(self, i: int) -> str:
         if self.regime is None:
             return "DISABLED"
@@ -199,13 +207,23 @@ class Indicators:
 
     def factors(self, i: int) -> np.ndarray | None:
         """The corporate-action factor of each ticker on row i (1.0 where none); None when no action that day."""
-        out = None
-        for j, (rows, f) in self.actions.items():
-            k = np.searchsorted(rows, i)
-            if k < len(rows) and rows[k] == i:
-                out = np.ones(len(self.tickers)) if out is None else out
-                out[j] = f[k]
+        hit = self._actions_by_row.get(i)
+        if hit is None:
+            return None
+        out = np.ones(len(self.tickers))
+        out[hit[0]] = hit[1]
         return out
+
+    @functools.cached_property
+    def _actions_by_row(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """row -> (columns, factors) of the corporate actions on that row."""
+        by_row: dict[int, tuple[list[int], list[float]]] = {}
+        for j, (rows, f) in self.actions.items():
+            for r, x in zip(rows.tolist(), f.tolist(), strict=True):
+                cols, fs = by_row.setdefault(r, ([], []))
+                cols.append(j)
+                fs.append(x)
+        return {r: (np.array(c, dtype=np.int64), np.array(x)) for r, (c, x) in by_row.items()}
 
     def next_action(self, after: int, cols: np.ndarray) -> int:
         """The first row after `after` with a corporate action of one of `cols` (the panel's length when none)."""

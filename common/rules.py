@@ -7,8 +7,9 @@ the decision.
 - `mean_value`, `abnormal`: the inputs of the candidate filters (traded value floor, abnormal prints).
 - `sma`, `rsi` (Wilder) and `sell_codes`: CUT_STOPLOSS (close at or below entry x (1 - stop_loss_pct)), then
   SELL_TREND (close under its trend SMA), then SELL_RSI (RSI over the overbought line), in that priority.
-- `select`: the TopN slots. Held tickers still in the TopN are HOLD; new TopN entries are BUY while the regime
-  is ON; a held ticker outside the TopN is SELL_REPLACE only when a better candidate takes its slot, else HOLD.
+- `select` (`slots`: the same as columns): the TopN slots. Held tickers still in the TopN are HOLD; new TopN
+  entries are BUY while the regime is ON; a held ticker outside the TopN is SELL_REPLACE only when a better
+  candidate takes its slot, else HOLD.
 
 RSI is Wilder's (exponential, alpha 1/n) from each ticker's first close in the panel: a scan on a shorter
 history differs from the backtest's value by about (1 - 1/n)^(rows - n), under 1e-7 after a year of rows.
@@ -17,7 +18,7 @@ history differs from the backtest's value by about (1 - 1/n)^(rows - n), under 1
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -174,6 +175,40 @@ def best(score: np.ndarray, candidate: np.ndarray, k: int) -> np.ndarray:
     return cand[np.lexsort((cand, -score[cand]))][:k]
 
 
+class Slots(NamedTuple):
+    """The TopN slots of one day, as columns: `replace[k]` is taken by the buy `replaced_by[k]`."""
+
+    top: np.ndarray          # the TopN columns, best first
+    hold_in: np.ndarray      # held, in the TopN
+    buy: np.ndarray          # new entries, best first
+    replace: np.ndarray      # held, outside the TopN, and a better candidate takes the slot (worst first)
+    replaced_by: np.ndarray  # the buy taking each replaced slot
+    hold_out: np.ndarray     # held, outside the TopN, kept
+
+
+def slots(score: np.ndarray, candidate: np.ndarray, held: np.ndarray, locked: int, top_n: int,
+          buys_allowed: bool) -> Slots:
+    """The TopN slots for one day; `select` explains them. Works on the few columns involved, never the universe."""
+    top = best(score, candidate, top_n)
+    top_held = held[top]
+    hold_in, wanted = top[top_held], top[~top_held]
+    rest = held.copy()
+    rest[top] = False
+    out_idx = np.flatnonzero(rest)
+    free = top_n - len(hold_in) - locked
+    n_buy = max(0, min(len(wanted), free)) if buys_allowed else 0
+    buys = wanted[:n_buy]
+    n_replace = min(len(out_idx), n_buy, max(0, len(out_idx) + n_buy - free))
+    if not n_replace:
+        return Slots(top, hold_in, buys, out_idx[:0], buys[:0], out_idx)
+    # worst first: unranked (not a candidate any more), then the lowest ranked (lowest score, later column)
+    worst = out_idx[np.lexsort((-out_idx, np.where(candidate[out_idx], score[out_idx], -np.inf),
+                               candidate[out_idx]))][:n_replace]
+    keep = np.ones(len(out_idx), dtype=bool)
+    keep[np.searchsorted(out_idx, worst)] = False
+    return Slots(top, hold_in, buys, worst, buys[:n_replace], out_idx[keep])
+
+
 def select(score: np.ndarray, candidate: np.ndarray, held: np.ndarray, locked: int, top_n: int,
            buys_allowed: bool) -> dict[str, np.ndarray]:
     """The TopN slots for one day (all arrays over tickers).
@@ -184,25 +219,14 @@ def select(score: np.ndarray, candidate: np.ndarray, held: np.ndarray, locked: i
     replace (held, outside the TopN, and a better candidate takes the slot), hold_out (held, outside, kept), plus
     `replaced_by` (column of the buy that takes each replaced slot, -1 elsewhere)."""
     n = len(score)
-    top = best(score, candidate, top_n)
-    in_top = np.zeros(n, dtype=bool)
-    in_top[top] = True
-    hold_in = held & in_top
-    hold_out = held & ~in_top
-    wanted = top[~held[top]]
-    free = top_n - int(hold_in.sum()) - locked
-    n_buy = max(0, min(len(wanted), free)) if buys_allowed else 0
-    buys = wanted[:n_buy]
-    out_idx = np.flatnonzero(hold_out)
-    n_replace = min(len(out_idx), n_buy, max(0, len(out_idx) + n_buy - free))
-    # worst first: unranked (not a candidate any more), then the lowest ranked (lowest score, later column)
-    worst = out_idx[np.lexsort((-out_idx, np.where(candidate[out_idx], score[out_idx], -np.inf),
-                               candidate[out_idx]))][:n_replace]
-    buy = np.zeros(n, dtype=bool)
-    buy[buys] = True
-    replace = np.zeros(n, dtype=bool)
-    replace[worst] = True
+    sel = slots(score, candidate, held, locked, top_n, buys_allowed)
+
+    def mask(cols: np.ndarray) -> np.ndarray:
+        out = np.zeros(n, dtype=bool)
+        out[cols] = True
+        return out
+
     replaced_by = np.full(n, -1, dtype=np.int64)
-    replaced_by[worst] = buys[:n_replace]
-    return {"top": top, "hold_in": hold_in, "buy": buy, "replace": replace, "hold_out": hold_out & ~replace,
-            "replaced_by": replaced_by}
+    replaced_by[sel.replace] = sel.replaced_by
+    return {"top": sel.top, "hold_in": mask(sel.hold_in), "buy": mask(sel.buy), "replace": mask(sel.replace),
+            "hold_out": mask(sel.hold_out), "replaced_by": replaced_by}
