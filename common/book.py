@@ -69,13 +69,15 @@ class TaxTable:
 
 
 class Book:
-    """Cash, shares and entries over the columns `tickers` of one panel."""
+    """Cash, shares and entries over the columns `tickers` of one panel. The shares change only through the
+    methods below (they keep the list of held columns that the engine asks for several times a session)."""
 
     def __init__(self, tickers: pd.Index, params: Mapping[str, Any], markets: np.ndarray | None = None):
         n = len(tickers)
         self.tickers = np.asarray(pd.Index(tickers).astype(str), dtype=object)
         self.cash = float(params["initial_cash"])
         self.shares = np.zeros(n)
+        self._held: np.ndarray | None = None                     # held columns, None when shares changed
         self.entry = np.full(n, np.nan)                          # raw price of the entry, in today's share basis
         self.entry_day = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
         self.last_px = np.full(n, np.nan)                        # last good close
@@ -87,13 +89,17 @@ class Book:
         markets = np.full(n, "", dtype=object) if markets is None else np.asarray(markets, dtype=object)
         self.is_etf = markets == ETF
         self.tax = TaxTable(params["sell_tax"], markets)
-        self.log: list[tuple] = []
+        self.log: list[tuple] = []  # per execution: (day, columns, signed shares, prices, reasons, sell tax rates)
         self.actions: list[dict] = []                            # corporate actions applied to holdings
 
     # --- reading
 
     def held(self) -> np.ndarray:
-        return np.flatnonzero(self.shares != 0)
+        """The held columns, ascending (read-only)."""
+        if self._held is None:
+            self._held = np.flatnonzero(self.shares != 0)
+            self._held.flags.writeable = False
+        return self._held
 
     def holdings(self) -> dict[str, float]:
         """{ticker: entry price} of the holdings, as `strategy.decide` takes them."""
@@ -117,7 +123,12 @@ class Book:
         if not len(cols) or not len(block):
             return np.zeros(len(block)), set()
         sub = block[:, cols]
-        gaps = ~np.isfinite(sub)
+        finite = np.isfinite(sub)
+        if finite.all():  # every holding priced on every row
+            self.last_px[cols] = sub[-1]
+            with np.errstate(over="ignore", invalid="ignore"):
+                return sub @ self.shares[cols], set()
+        gaps = ~finite
         if gaps.any():
             seeded = np.vstack([self.last_px[cols], sub])
             rows = np.where(np.isfinite(seeded), np.arange(len(seeded))[:, None], 0)
@@ -142,6 +153,7 @@ class Book:
             base = self.last_px[j] / f
             self.cash += (new - whole) * base  # the fraction of a share KRX pays out
             self.shares[j] = whole
+            self._held = None
             self.entry[j] /= f
             self.last_px[j] = base
             self.actions.append({"date": day.isoformat(), "ticker": self.tickers[j], "factor": f,
@@ -181,15 +193,16 @@ class Book:
         sell, buy = delta < 0, delta > 0
         sell_tax = self.tax.bps(settle)[cols] / 1e4
         sell_value = -delta[sell] * px[sell]
-        avail = self.cash + float(np.sum(sell_value * (1 - self.comm - self.slip - sell_tax[sell])))
+        avail = self.cash + float((sell_value * (1 - self.comm - self.slip - sell_tax[sell])).sum())
         buy_value = delta[buy] * px[buy]
-        need = float(np.sum(buy_value)) * (1 + self.comm + self.slip)
+        bought = float(buy_value.sum())
+        need = bought * (1 + self.comm + self.slip)
         if need > avail:  # keeps cash >= 0 (never reached by the parity run)
             scale = max(avail, 0.0) / need * (1 - 1e-12)
             scaled = delta[buy] * scale
             delta[buy] = scaled if self.fractional else np.floor(scaled)
-            buy_value = delta[buy] * px[buy]
-        self.cash = avail - float(np.sum(buy_value)) * (1 + self.comm + self.slip)
+            bought = float((delta[buy] * px[buy]).sum())
+        self.cash = avail - bought * (1 + self.comm + self.slip)
         traded = delta != 0
         if not traded.any():
             return
@@ -202,12 +215,12 @@ class Book:
         self.entry[cols[closed]] = np.nan
         self.entry_day[cols[closed]] = np.datetime64("NaT")
         self.shares[cols] = new
+        self._held = None
         self.last_px[cols] = np.where(np.isfinite(px), px, self.last_px[cols])
-        c, d, p, r = cols[traded], delta[traded], px[traded], np.asarray(reasons, dtype=object)[traded]
-        value = np.abs(d) * p
-        is_sell = d < 0
-        self.log.append((np.full(len(c), today), c, is_sell, np.abs(d), p, value,
-                         value * self.comm, np.where(is_sell, value * sell_tax[traded], 0.0), value * self.slip, r))
+        trade = (cols, delta, px, np.asarray(reasons, dtype=object), sell_tax)
+        if not traded.all():
+            trade = tuple(x[traded] for x in trade)
+        self.log.append((today, *trade))  # values and costs are computed once for all trades, in `trades`
 
     def fill_pending(self, day: dt.date, settle: dt.date, open_: np.ndarray, tradable: np.ndarray) -> None:
         """Fill the orders decided at the last close at today's open; a ticker that cannot trade at the open
@@ -235,12 +248,16 @@ class Book:
         if not self.log:
             return pd.DataFrame({k: pd.Series(dtype=t) for k, t in zip(TRADE_COLUMNS, (
                 "datetime64[ns]", object, object, float, float, float, float, float, float, object), strict=True)})
-        days, cols, is_sell, shares, price, value, comm, tax, slip, reason = (np.concatenate(x)
-                                                                              for x in zip(*self.log, strict=True))
+        days = np.repeat(np.array([x[0] for x in self.log]), [len(x[1]) for x in self.log])
+        cols, delta, price, reason, rate = (np.concatenate(x) for x in list(zip(*self.log, strict=True))[1:])
+        shares = np.abs(delta)
+        value = shares * price
+        is_sell = delta < 0
         return pd.DataFrame({
             "date": pd.DatetimeIndex(days.astype("datetime64[ns]")), "ticker": self.tickers[cols],
             "side": np.where(is_sell, "SELL", "BUY"), "shares": shares, "price": price, "value": value,
-            "commission": comm, "tax": tax, "slippage": slip, "reason": reason,
+            "commission": value * self.comm, "tax": np.where(is_sell, value * rate, 0.0),
+            "slippage": value * self.slip, "reason": reason,
         })
 
     def positions(self) -> pd.DataFrame:
@@ -293,6 +310,7 @@ class Book:
             if j is not None:
                 book.pending[j] = (float(order["shares"]), order["reason"])
         book.pending_day = dt.date.fromisoformat(state["pending_day"]) if state.get("pending_day") else None
+        book._held = None
         return book, missing
 
 

@@ -90,6 +90,7 @@ def run(panels: Mapping[str, pd.DataFrame], params: Mapping, *, markets: pd.Seri
     sessions = index if sessions is None else pd.DatetimeIndex(sessions)
     reb = strategy.schedule(index, p, sessions, book.inception)
     reb[:first] = False
+    ctx.prepare(np.flatnonzero(reb))
     run_ = _Run(ctx, book, reb, _settlement(index, sessions), progress)
     run_.equity[:first] = book.cash if not len(book.held()) else np.nan
     run_.loop(first)
@@ -162,12 +163,12 @@ class _Run:
             return
         invested, gaps = self.book.mark(self.ctx.price[a:b])
         self.unpriced |= gaps
-        self.equity[a:b] = self.book.cash + invested
+        equity = self.book.cash + invested
+        self.equity[a:b] = equity
         self.cash[a:b] = self.book.cash
         self.invested[a:b] = invested
-        bad = np.flatnonzero(~np.isfinite(self.equity[a:b]))
-        if len(bad):
-            self._fail(a + int(bad[0]))
+        if not np.isfinite(equity).all():
+            self._fail(a + int(np.argmin(np.isfinite(equity))))
 
     def _session(self, e: int) -> None:
         ctx, book = self.ctx, self.book
@@ -195,8 +196,7 @@ class _Run:
             decision = strategy.decide_cols(ctx, e, held, book.entry[held], rebalance=reb)
             if e == len(ctx.index) - 1:
                 self.decision = decision
-            cols, target, codes = book.orders(decision.weight, decision.state, ctx.price[e],
-                                              ctx.tradable(e, e + 1)[0])
+            cols, target, codes = book.orders(decision.weight, decision.state, ctx.price[e], decision.tradable)
             reasons = _STATE_NAMES[codes]
             if self.next_open:
                 book.pending = {int(j): (float(q), str(r)) for j, q, r in zip(cols, target, reasons, strict=True)}

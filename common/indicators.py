@@ -35,6 +35,23 @@ from common.rules import (
 )
 
 
+def _scan(raw: np.ndarray, rows: int = 32) -> tuple[np.ndarray, float, float]:
+    """(present: not NaN, the smallest close, the largest close) in one pass over blocks of rows small enough to
+    stay in the CPU cache (three passes over the whole panel cost twice as much)."""
+    present = np.empty(raw.shape, dtype=bool)
+    lo, hi = np.inf, -np.inf
+    for a in range(0, len(raw), rows):
+        block = raw[a:a + rows]
+        np.equal(block, block, out=present[a:a + rows])  # NaN is the only value unequal to itself
+        lo = min(lo, float(np.fmin.reduce(block, axis=None)))  # NaN (a block without a close) never wins
+        hi = max(hi, float(np.fmax.reduce(block, axis=None)))
+    return present, lo, hi
+
+
+def _columns(tickers: pd.Index) -> dict[str, int]:
+    return {str(k): j for j, k in enumerate(tickers)}
+
+
 def _aligned(frame: pd.DataFrame, like: pd.DataFrame, fill: Any) -> pd.DataFrame:
     if frame.index.equals(like.index) and frame.columns.equals(like.columns):
         return frame
@@ -61,8 +78,8 @@ class Indicators:
     regime: np.ndarray | None         # regime ON per row, None when the regime filter is disabled
     notes: list[str] = field(default_factory=list)
     partial: np.ndarray | None = None  # bool per row: a partial day (a fallback source, a few tickers): no new buys
-    _col: dict[str, int] = field(default_factory=dict, repr=False)
     _rsi: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _scores: dict[int, np.ndarray] = field(default_factory=dict, repr=False)  # row -> scores, from `prepare`
 
     @classmethod
     def build(cls, panels: Mapping[str, pd.DataFrame], params: Mapping | None = None, *,
@@ -76,10 +93,10 @@ class Indicators:
         if not isinstance(close_df.index, pd.DatetimeIndex):
             raise ValueError("close panel: expected a DatetimeIndex of dates")
         raw = close_df.to_numpy(dtype=np.float64)
-        present = ~np.isnan(raw)
+        present, lo, hi = _scan(raw)
         price = raw
-        # a close of 0 or below (or infinite) is no price, never a price of 0; two quick reductions check for one
-        if raw.size and not (np.fmin.reduce(raw, axis=None) > 0 and np.fmax.reduce(raw, axis=None) < np.inf):
+        # a close of 0 or below (or infinite) is no price, never a price of 0
+        if raw.size and not (lo > 0 and hi < np.inf):
             with np.errstate(invalid="ignore"):
                 price = np.where(present & ~((raw > 0) & (raw < np.inf)), np.nan, raw)
         halted = value = open_ = None
@@ -105,7 +122,8 @@ class Indicators:
             late = np.flatnonzero(~present[0])
             block = present[:, late]
             first[late] = np.where(block.any(axis=0), block.argmax(axis=0), len(close))
-        col = {str(k): j for j, k in enumerate(close_df.columns)}
+        # ticker -> column, built only when a rule names tickers (a scan's lookups build it on their first)
+        col = _columns(close_df.columns) if p["core_holdings"] or p["regime"]["enabled"] else {}
         notes = []
         core = [(col[h["ticker"]], float(h["weight"])) for h in p["core_holdings"] if h["ticker"] in col]
         missing = [h["ticker"] for h in p["core_holdings"] if h["ticker"] not in col]
@@ -119,18 +137,25 @@ class Indicators:
             if ticker not in col:
                 raise ValueError(f"regime.ticker {ticker} is not in the panel (disable the regime or load it)")
             regime = regime_on(close[:, col[ticker]], p["regime"]["sma_days"])
-        return cls(params=p, index=close_df.index, tickers=close_df.columns, close=close, price=price,
-                   open=open_, present=present, actions=actions, halted=halted,
-                   value=value, first_row=first,
-                   core=np.array([c for c, _ in core], dtype=np.int64),
-                   core_weight=np.array([w for _, w in core], dtype=float), regime=regime, notes=notes, _col=col,
-                   partial=None if partial is None else partial.reindex(close_df.index, fill_value=False)
-                   .to_numpy(dtype=bool))
+        ctx = cls(params=p, index=close_df.index, tickers=close_df.columns, close=close, price=price,
+                  open=open_, present=present, actions=actions, halted=halted,
+                  value=value, first_row=first,
+                  core=np.array([c for c, _ in core], dtype=np.int64),
+                  core_weight=np.array([w for _, w in core], dtype=float), regime=regime, notes=notes,
+                  partial=None if partial is None else partial.reindex(close_df.index, fill_value=False)
+                  .to_numpy(dtype=bool))
+        if col:
+            ctx._col = col  # the map built above, so `col` does not build it again
+        return ctx
 
     # --- lookups
 
     def col(self, ticker: str) -> int | None:
         return self._col.get(str(ticker))
+
+    @functools.cached_property
+    def _col(self) -> dict[str, int]:
+        return _columns(self.tickers)
 
     def row(self, date: Any) -> int:
         """Row position of a date in the panel (KeyError when it is not a row)."""
@@ -150,7 +175,18 @@ class Indicators:
 
     # --- cross-sectional, one row
 
+    def prepare(self, rows: np.ndarray) -> None:
+        """Score the rows a run will decide on (the engine's rebalance days) in one pass; `score_at` reads them."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows):
+            block = momentum_score(self.close, self.params["lookbacks"], self.params["weights"], rows=rows)
+            block.flags.writeable = False
+            self._scores.update(zip(rows.tolist(), block, strict=True))
+
     def score_at(self, i: int) -> np.ndarray:
+        got = self._scores.get(i)
+        if got is not None:
+            return got
         return momentum_score(self.close, self.params["lookbacks"], self.params["weights"], rows=[i])[0]
 
     def filter_codes(self, i: int, score: np.ndarray | None = None) -> np.ndarray:
@@ -228,6 +264,8 @@ class Indicators:
     def next_action(self, after: int, cols: np.ndarray) -> int:
         """The first row after `after` with a corporate action of one of `cols` (the panel's length when none)."""
         best = len(self.index)
+        if not self.actions:
+            return best
         for j in cols:
             if int(j) in self.actions:
                 rows = self.actions[int(j)][0]

@@ -188,25 +188,30 @@ class Slots(NamedTuple):
 
 def slots(score: np.ndarray, candidate: np.ndarray, held: np.ndarray, locked: int, top_n: int,
           buys_allowed: bool) -> Slots:
-    """The TopN slots for one day; `select` explains them. Works on the few columns involved, never the universe."""
+    """The TopN slots for one day, `select`'s rule on columns: `held` are the columns of its held mask, ascending.
+    Past the ranking it handles the few columns involved (a few dozen) as lists, never the universe."""
     top = best(score, candidate, top_n)
-    top_held = held[top]
-    hold_in, wanted = top[top_held], top[~top_held]
-    rest = held.copy()
-    rest[top] = False
-    out_idx = np.flatnonzero(rest)
+    top_l, held_l = top.tolist(), held.tolist()
+    held_set, top_set = set(held_l), set(top_l)
+    hold_in = [j for j in top_l if j in held_set]
+    wanted = [j for j in top_l if j not in held_set]
+    out = [j for j in held_l if j not in top_set]
     free = top_n - len(hold_in) - locked
     n_buy = max(0, min(len(wanted), free)) if buys_allowed else 0
     buys = wanted[:n_buy]
-    n_replace = min(len(out_idx), n_buy, max(0, len(out_idx) + n_buy - free))
-    if not n_replace:
-        return Slots(top, hold_in, buys, out_idx[:0], buys[:0], out_idx)
-    # worst first: unranked (not a candidate any more), then the lowest ranked (lowest score, later column)
-    worst = out_idx[np.lexsort((-out_idx, np.where(candidate[out_idx], score[out_idx], -np.inf),
-                               candidate[out_idx]))][:n_replace]
-    keep = np.ones(len(out_idx), dtype=bool)
-    keep[np.searchsorted(out_idx, worst)] = False
-    return Slots(top, hold_in, buys, worst, buys[:n_replace], out_idx[keep])
+    n_replace = min(len(out), n_buy, max(0, len(out) + n_buy - free))
+    worst: list[int] = []
+    if n_replace:  # worst first: unranked (no candidate any more), then the lowest ranked (lowest score, later column)
+        o = np.array(out, dtype=np.int64)
+        c = candidate[o]
+        worst = o[np.lexsort((-o, np.where(c, score[o], -np.inf), c))][:n_replace].tolist()
+        gone = set(worst)
+        out = [j for j in out if j not in gone]
+
+    def cols(x: list[int]) -> np.ndarray:
+        return np.array(x, dtype=np.int64)
+
+    return Slots(top, cols(hold_in), cols(buys), cols(worst), cols(buys[:n_replace]), cols(out))
 
 
 def select(score: np.ndarray, candidate: np.ndarray, held: np.ndarray, locked: int, top_n: int,
@@ -219,7 +224,7 @@ def select(score: np.ndarray, candidate: np.ndarray, held: np.ndarray, locked: i
     replace (held, outside the TopN, and a better candidate takes the slot), hold_out (held, outside, kept), plus
     `replaced_by` (column of the buy that takes each replaced slot, -1 elsewhere)."""
     n = len(score)
-    sel = slots(score, candidate, held, locked, top_n, buys_allowed)
+    sel = slots(score, candidate, np.flatnonzero(held), locked, top_n, buys_allowed)
 
     def mask(cols: np.ndarray) -> np.ndarray:
         out = np.zeros(n, dtype=bool)

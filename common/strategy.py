@@ -71,6 +71,7 @@ class Decision:
     blocked: np.ndarray      # columns that would have been bought but the regime is OFF
     unknown_holdings: list[str] = field(default_factory=list)
     rebalance: bool = True   # a rebalance day of the schedule (else only daily sells can happen)
+    tradable: np.ndarray | None = None  # bool: a price at the close and not halted (who can trade today)
 
     @functools.cached_property
     def rank(self) -> np.ndarray:
@@ -113,24 +114,23 @@ def decide(ctx: Indicators, i: int, holdings: Mapping[str, float], rebalance: bo
             unknown.append(str(ticker))
             continue
         found[j] = np.nan if price is None else float(price)
-    return decide_cols(ctx, i, np.array(list(found), dtype=np.int64), np.array(list(found.values()), dtype=float),
+    cols = sorted(found)
+    return decide_cols(ctx, i, np.array(cols, dtype=np.int64), np.array([found[j] for j in cols], dtype=float),
                        rebalance=rebalance, unknown=unknown)
 
 
 def decide_cols(ctx: Indicators, i: int, cols: np.ndarray, entry: np.ndarray, *, rebalance: bool = True,
                 unknown: list[str] | None = None) -> Decision:
-    """`decide` for holdings given as distinct columns of `ctx` and their entry prices (the engine's book holds
-    them so)."""
+    """`decide` for holdings given as ascending distinct columns of `ctx` and their entry prices (the engine's
+    book holds them so)."""
     p = ctx.params
     n_tickers = len(ctx.tickers)
     if not -len(ctx.index) <= i < len(ctx.index):
         raise IndexError(f"row {i} is outside the panel ({len(ctx.index)} rows)")
     i = i % len(ctx.index)
-    order = np.argsort(cols, kind="stable")
-    cols, entries = cols[order], entry[order]
     held = np.zeros(n_tickers, dtype=bool)
     held[cols] = True
-    entry = np.full(n_tickers, np.nan)
+    entries, entry = entry, np.full(n_tickers, np.nan)
     entry[cols] = entries
     unknown = [] if unknown is None else unknown
 
@@ -138,22 +138,23 @@ def decide_cols(ctx: Indicators, i: int, cols: np.ndarray, entry: np.ndarray, *,
     code = ctx.filter_codes(i, score)
     tradable = ctx.tradable(i, i + 1)[0]
     core, is_core = ctx.core, ctx.is_core
-    core_held = held[core]
     state = np.zeros(n_tickers, dtype=np.int8)
-    state[core[core_held]] = HOLD_CORE
     if not rebalance:
-        return _between_rebalances(ctx, i, held, entry, is_core, state, score, code, unknown)
+        state[core[held[core]]] = HOLD_CORE
+        return _between_rebalances(ctx, i, held, entry, is_core, state, score, code, tradable, unknown)
     weight = np.zeros(n_tickers)
-
-    # HOLD_CORE: never sold by a rule, bought if not held, held at the configured weight
     partial = ctx.partial is not None and bool(ctx.partial[i])  # only a few tickers have data: no new buys
-    core_buy = tradable[core] & (not partial)
-    state[core[core_buy & ~core_held]] = BUY
-    weight[core[core_buy]] = ctx.core_weight[core_buy]
-    weight[core[core_held & ~core_buy]] = np.nan
+    mine = cols
+    if len(core):  # HOLD_CORE: never sold by a rule, bought if not held, held at the configured weight
+        core_held = held[core]
+        state[core[core_held]] = HOLD_CORE
+        core_buy = tradable[core] & (not partial)
+        state[core[core_buy & ~core_held]] = BUY
+        weight[core[core_buy]] = ctx.core_weight[core_buy]
+        weight[core[core_held & ~core_buy]] = np.nan
+        mine = cols[~is_core[cols]]
 
     # sell rules on the non-core holdings that can trade today
-    mine = cols[~is_core[cols]]
     can = tradable[mine]
     sellable, locked = mine[can], mine[~can]  # locked: halted or no price today: keep their slot and shares
     codes = ctx.sell_codes(i, i + 1, sellable, entry[sellable])[0] if len(sellable) else np.zeros(0, np.int8)
@@ -163,12 +164,11 @@ def decide_cols(ctx: Indicators, i: int, cols: np.ndarray, entry: np.ndarray, *,
     weight[locked] = np.nan
     state[locked] = HOLD
 
-    held_free = np.zeros(n_tickers, dtype=bool)
-    held_free[sellable[~fired]] = True
-    candidate = (code == OK) & ~is_core
+    candidate = code == OK
+    candidate[core] = False
     candidate[sold] = False
     buys_allowed = (ctx.regime is None or bool(ctx.regime[i])) and not partial
-    sel = slots(score, candidate, held_free, len(locked), p["top_n"], buys_allowed)
+    sel = slots(score, candidate, sellable[~fired], len(locked), p["top_n"], buys_allowed)
     pw = pick_weight(p)
     state[sel.hold_in] = HOLD
     state[sel.hold_out] = HOLD
@@ -184,11 +184,12 @@ def decide_cols(ctx: Indicators, i: int, cols: np.ndarray, entry: np.ndarray, *,
         blocked = sel.top[~held[sel.top]]
     return Decision(ctx=ctx, row=i, state=state, exclusion=code, score=score, candidate=candidate, weight=weight,
                     regime=ctx.regime_state(i), entry=entry, held=held, replaced_by=replaced_by,
-                    blocked=blocked, unknown_holdings=unknown)
+                    blocked=blocked, unknown_holdings=unknown, tradable=tradable)
 
 
 def _between_rebalances(ctx: Indicators, i: int, held: np.ndarray, entry: np.ndarray, is_core: np.ndarray,
-                        state: np.ndarray, score: np.ndarray, code: np.ndarray, unknown: list[str]) -> Decision:
+                        state: np.ndarray, score: np.ndarray, code: np.ndarray, tradable: np.ndarray,
+                        unknown: list[str]) -> Decision:
     """A day that is not a rebalance day: every holding keeps its shares, but for the daily sell rules."""
     n_tickers = len(ctx.tickers)
     weight = np.where(held, np.nan, 0.0)
@@ -201,4 +202,5 @@ def _between_rebalances(ctx: Indicators, i: int, held: np.ndarray, entry: np.nda
     candidate = (code == OK) & ~is_core
     return Decision(ctx=ctx, row=i, state=state, exclusion=code, score=score, candidate=candidate, weight=weight,
                     regime=ctx.regime_state(i), entry=entry, held=held, replaced_by=np.full(n_tickers, -1),
-                    blocked=np.array([], dtype=np.int64), unknown_holdings=unknown, rebalance=False)
+                    blocked=np.array([], dtype=np.int64), unknown_holdings=unknown, rebalance=False,
+                    tradable=tradable)
