@@ -97,7 +97,7 @@ class Book:
     def held(self) -> np.ndarray:
         """The held columns, ascending (read-only)."""
         if self._held is None:
-            self._held = np.flatnonzero(self.shares != 0)
+            self._held = (self.shares != 0).nonzero()[0]
             self._held.flags.writeable = False
         return self._held
 
@@ -111,7 +111,10 @@ class Book:
         cols = self.held()
         if not len(cols):
             return self.cash, 0.0
-        px = np.where(np.isfinite(price[cols]), price[cols], self.last_px[cols])
+        px = price[cols]
+        finite = np.isfinite(px)
+        if not finite.all():
+            px = np.where(finite, px, self.last_px[cols])
         invested = float(px @ self.shares[cols])
         return self.cash + invested, invested
 
@@ -168,7 +171,7 @@ class Book:
         """(columns, target shares, states of those columns) of a decision: weight x equity / price at today's
         close, floored to whole shares; weight NaN keeps the shares; a ticker that cannot trade today keeps its
         shares."""
-        cols = np.flatnonzero((np.abs(weight) > 0) | (self.shares != 0))  # abs(NaN) > 0 is False: NaN keeps
+        cols = ((np.abs(weight) > 0) | (self.shares != 0)).nonzero()[0]  # abs(NaN) > 0 is False: NaN keeps
         if not len(cols):
             return cols, np.zeros(0), states[:0]
         equity, _ = self.value(price)
@@ -179,7 +182,7 @@ class Book:
         if not self.fractional:
             want = np.floor(want)
         target = np.where(act, want, current)
-        changed = np.flatnonzero(target != current)
+        changed = (target != current).nonzero()[0]
         return cols[changed], target[changed], states[cols[changed]]
 
     def execute(self, day: dt.date, settle: dt.date, cols: np.ndarray, target: np.ndarray, price: np.ndarray,
@@ -216,7 +219,8 @@ class Book:
         self.entry_day[cols[closed]] = np.datetime64("NaT")
         self.shares[cols] = new
         self._held = None
-        self.last_px[cols] = np.where(np.isfinite(px), px, self.last_px[cols])
+        finite = np.isfinite(px)
+        self.last_px[cols] = px if finite.all() else np.where(finite, px, self.last_px[cols])
         trade = (cols, delta, px, np.asarray(reasons, dtype=object), sell_tax)
         if not traded.all():
             trade = tuple(x[traded] for x in trade)

@@ -165,11 +165,17 @@ def ranking(score: np.ndarray, candidate: np.ndarray) -> np.ndarray:
 
 def best(score: np.ndarray, candidate: np.ndarray, k: int) -> np.ndarray:
     """The columns of the k best candidates, best first: the first k of `ranking`, found without sorting all."""
-    cand = np.flatnonzero(candidate)
+    cand = candidate.nonzero()[0]
     if k <= 0 or not len(cand):
         return cand[:0]
     s = score[cand]
-    if len(cand) > k:
+    if len(s) > 32 * k and not np.isnan(s).any():
+        # the k-th best of every 8th score is at most the k-th best of all: a cheap first cut keeps every score
+        # at or above the k-th best, so the partition below finds the same k-th best in a tenth of the scores
+        sample = s[::8]
+        keep = s >= np.partition(sample, len(sample) - k)[len(sample) - k]
+        cand, s = cand[keep], s[keep]
+    if len(s) > k:
         kth = np.partition(s, len(s) - k)[len(s) - k]  # the k-th best score: ties at it are all kept, then cut
         cand = cand[s >= kth]
     return cand[np.lexsort((cand, -score[cand]))][:k]
