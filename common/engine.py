@@ -147,7 +147,7 @@ class _Run:
         if not len(held) or nxt <= t + 1:
             return nxt
         a, b = t + 1, min(nxt, ctx.next_action(t, held))
-        gone = (~ctx.present[a:b, held]).any(axis=1)
+        gone = ctx.absent(a, b, held).any(axis=1)
         if gone.any():
             b = a + int(np.argmax(gone))
         if self.daily and b > a:
@@ -177,10 +177,10 @@ class _Run:
         if factors is not None:
             book.corporate_actions(day, factors)
         if book.pending:
-            can_open = ctx.present[e] & (~ctx.halted[e] if ctx.halted is not None else True)
+            can_open = ~ctx.absent(e, e + 1, slice(None))[0] & (~ctx.halted[e] if ctx.halted is not None else True)
             book.fill_pending(day, settle, ctx.open[e], can_open)
         held = book.held()
-        gone = ~ctx.present[e, held]
+        gone = ctx.absent(e, e + 1, held)[0]
         if gone.any():
             book.delist(day, settle, held[gone])
             held = book.held()

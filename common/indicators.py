@@ -35,17 +35,26 @@ from common.rules import (
 )
 
 
-def _scan(raw: np.ndarray, rows: int = 32) -> tuple[np.ndarray, float, float]:
-    """(present: not NaN, the smallest close, the largest close) in one pass over blocks of rows small enough to
-    stay in the CPU cache (three passes over the whole panel cost twice as much)."""
-    present = np.empty(raw.shape, dtype=bool)
+def _scan(raw: np.ndarray, rows: int = 64) -> tuple[np.ndarray, float, float]:
+    """(each column's first row with a close, the smallest close, the largest close) in one pass over blocks of
+    rows small enough to stay in the CPU cache (a pass per question over the whole panel costs half as much again)."""
+    n = len(raw)
+    first = np.zeros(raw.shape[1], dtype=np.int64)
+    todo = np.isnan(raw[0]).nonzero()[0] if n else np.zeros(0, dtype=np.int64)  # most have a close on row 0
+    first[todo] = n
     lo, hi = np.inf, -np.inf
-    for a in range(0, len(raw), rows):
+    for a in range(0, n, rows):
         block = raw[a:a + rows]
-        np.equal(block, block, out=present[a:a + rows])  # NaN is the only value unequal to itself
         lo = min(lo, float(np.fmin.reduce(block, axis=None)))  # NaN (a block without a close) never wins
         hi = max(hi, float(np.fmax.reduce(block, axis=None)))
-    return present, lo, hi
+        if len(todo):
+            late = block[:, todo]
+            seen = late == late  # NaN is the only value unequal to itself
+            hit = seen.any(axis=0)
+            if hit.any():
+                first[todo[hit]] = a + seen[:, hit].argmax(axis=0)
+                todo = todo[~hit]
+    return first, lo, hi
 
 
 def _columns(tickers: pd.Index) -> dict[str, int]:
@@ -68,7 +77,7 @@ class Indicators:
     close: np.ndarray                 # split-adjusted closes (rows x tickers), NaN where no price: what rules read
     price: np.ndarray                 # raw closes, NaN where no row or no price (<= 0): what trades and values use
     open: np.ndarray | None           # raw opens (NaN where none), or None when the panel has no open field
-    present: np.ndarray               # bool: the ticker has a row that day (absent = not listed or delisted)
+    raw: np.ndarray                   # the closes as loaded: NaN where the ticker has no row that day
     actions: dict[int, tuple[np.ndarray, np.ndarray]]  # column -> (rows, factors) of its corporate actions
     halted: np.ndarray | None         # bool, or None when the panel has no halted field
     value: np.ndarray | None          # traded value, or None (then the value floor is skipped)
@@ -93,12 +102,12 @@ class Indicators:
         if not isinstance(close_df.index, pd.DatetimeIndex):
             raise ValueError("close panel: expected a DatetimeIndex of dates")
         raw = close_df.to_numpy(dtype=np.float64)
-        present, lo, hi = _scan(raw)
+        first, lo, hi = _scan(raw)
         price = raw
         # a close of 0 or below (or infinite) is no price, never a price of 0
         if raw.size and not (lo > 0 and hi < np.inf):
             with np.errstate(invalid="ignore"):
-                price = np.where(present & ~((raw > 0) & (raw < np.inf)), np.nan, raw)
+                price = np.where(~np.isnan(raw) & ~((raw > 0) & (raw < np.inf)), np.nan, raw)
         halted = value = open_ = None
         if panels.get("halted") is not None:
             halted = _aligned(panels["halted"], close_df, False).to_numpy(dtype=bool)
@@ -117,11 +126,6 @@ class Indicators:
                 close = price.copy()
                 close[:, hit] = corporate_actions.adjust(price[:, hit], factor[:, hit])
                 actions = {int(j): (np.flatnonzero(factor[:, j] != 1.0), factor[factor[:, j] != 1.0, j]) for j in hit}
-        first = np.zeros(len(close_df.columns), dtype=np.int64)
-        if len(close):  # most tickers have a close on the first row: search only the others
-            late = np.flatnonzero(~present[0])
-            block = present[:, late]
-            first[late] = np.where(block.any(axis=0), block.argmax(axis=0), len(close))
         # ticker -> column, built only when a rule names tickers (a scan's lookups build it on their first)
         col = _columns(close_df.columns) if p["core_holdings"] or p["regime"]["enabled"] else {}
         notes = []
@@ -138,7 +142,7 @@ class Indicators:
                 raise ValueError(f"regime.ticker {ticker} is not in the panel (disable the regime or load it)")
             regime = regime_on(close[:, col[ticker]], p["regime"]["sma_days"])
         ctx = cls(params=p, index=close_df.index, tickers=close_df.columns, close=close, price=price,
-                  open=open_, present=present, actions=actions, halted=halted,
+                  open=open_, raw=raw, actions=actions, halted=halted,
                   value=value, first_row=first,
                   core=np.array([c for c, _ in core], dtype=np.int64),
                   core_weight=np.array([w for _, w in core], dtype=float), regime=regime, notes=notes,
@@ -162,6 +166,15 @@ class Indicators:
         return int(self.index.get_loc(pd.Timestamp(date)))
 
     @functools.cached_property
+    def present(self) -> np.ndarray:
+        """bool (rows x tickers): the ticker has a row that day (absent = not listed or delisted)."""
+        return ~np.isnan(self.raw)
+
+    def absent(self, a: int, b: int, cols: np.ndarray | slice) -> np.ndarray:
+        """bool (rows a..b-1 x `cols`): no row that day; for the engine's few holdings, `present` never built."""
+        return np.isnan(self.raw[a:b, cols])
+
+    @functools.cached_property
     def is_core(self) -> np.ndarray:
         """bool per ticker: a core holding."""
         out = np.zeros(len(self.tickers), dtype=bool)
@@ -178,10 +191,10 @@ class Indicators:
     def prepare(self, rows: np.ndarray) -> None:
         """Score the rows a run will decide on (the engine's rebalance days) in one pass; `score_at` reads them."""
         rows = np.asarray(rows, dtype=np.int64)
-        if len(rows):
-            block = momentum_score(self.close, self.params["lookbacks"], self.params["weights"], rows=rows)
+        for a in range(0, len(rows), 32):  # blocks of rows that stay in the CPU cache
+            block = momentum_score(self.close, self.params["lookbacks"], self.params["weights"], rows=rows[a:a + 32])
             block.flags.writeable = False
-            self._scores.update(zip(rows.tolist(), block, strict=True))
+            self._scores.update(zip(rows[a:a + 32].tolist(), block, strict=True))
 
     def score_at(self, i: int) -> np.ndarray:
         got = self._scores.get(i)

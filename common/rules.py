@@ -91,10 +91,10 @@ def rsi(close: pd.DataFrame | np.ndarray, days: int) -> pd.DataFrame | np.ndarra
     c = _values(close)
     diff = np.full(c.shape, np.nan)
     diff[1:] = c[1:] - c[:-1]
-    with np.errstate(invalid="ignore"):
-        moves = np.hstack([np.where(diff > 0, diff, np.where(np.isnan(diff), np.nan, 0.0)),
-                           np.where(diff < 0, -diff, np.where(np.isnan(diff), np.nan, 0.0))])
-    # one ewm call for gains and losses side by side
+    k = c.shape[1]
+    moves = np.empty((len(c), 2 * k))  # gains and losses side by side, for one ewm call; NaN stays NaN
+    np.maximum(diff, 0.0, out=moves[:, :k])
+    np.subtract(moves[:, :k], diff, out=moves[:, k:])  # gain - move: the loss, exactly (0.0 when it rose)
     avg = pd.DataFrame(moves).ewm(alpha=1.0 / days, adjust=False, min_periods=days).mean().to_numpy()
     gain, loss = avg[:, : c.shape[1]], avg[:, c.shape[1]:]
     with np.errstate(divide="ignore", invalid="ignore"):
