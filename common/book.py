@@ -47,14 +47,17 @@ class TaxTable:
                                dtype="datetime64[D]")
         self.markets = markets
         self._cache: dict[int, np.ndarray] = {}
+        self._row_of: dict[Any, int] = {}  # settlement day -> row of the table
 
     def bps(self, day: Any) -> np.ndarray:
         """Rates per column for a sell settling on `day`."""
         if not len(self.starts):
             k = -1
+        elif day in self._row_of:
+            k = self._row_of[day]
         else:
             when = np.datetime64(day if type(day) is dt.date else pd.Timestamp(day).date(), "D")
-            k = int(np.searchsorted(self.starts, when, side="right")) - 1
+            k = self._row_of[day] = int(np.searchsorted(self.starts, when, side="right")) - 1
         if k not in self._cache:
             if k < 0:
                 rates = np.zeros(len(self.markets))

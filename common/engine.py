@@ -178,7 +178,7 @@ class _Run:
             book.corporate_actions(day, factors)
         if book.pending:
             can_open = ~ctx.absent(e, e + 1, slice(None))[0] & (~ctx.halted[e] if ctx.halted is not None else True)
-            book.fill_pending(day, settle, ctx.open[e], can_open)
+            book.fill_pending(day, settle, ctx.open_at(e), can_open)
         held = book.held()
         gone = ctx.absent(e, e + 1, held)[0]
         if gone.any():

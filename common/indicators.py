@@ -34,6 +34,8 @@ from common.rules import (
     sma,
 )
 
+RSI_AHEAD = 126  # rows of RSI computed past the row asked: about half a year of a holding's checks
+
 
 def _scan(raw: np.ndarray, rows: int = 64) -> tuple[np.ndarray, float, float]:
     """(each column's first row with a close, the smallest close, the largest close) in one pass over blocks of
@@ -76,7 +78,7 @@ class Indicators:
     tickers: pd.Index
     close: np.ndarray                 # split-adjusted closes (rows x tickers), NaN where no price: what rules read
     price: np.ndarray                 # raw closes, NaN where no row or no price (<= 0): what trades and values use
-    open: np.ndarray | None           # raw opens (NaN where none), or None when the panel has no open field
+    open: np.ndarray | None           # raw opens as loaded (read them with `open_at`), or None when no open field
     raw: np.ndarray                   # the closes as loaded: NaN where the ticker has no row that day
     actions: dict[int, tuple[np.ndarray, np.ndarray]]  # column -> (rows, factors) of its corporate actions
     halted: np.ndarray | None         # bool, or None when the panel has no halted field
@@ -115,8 +117,6 @@ class Indicators:
             value = _aligned(panels["value"], close_df, np.nan).to_numpy(dtype=np.float64)
         if panels.get("open") is not None:
             open_ = _aligned(panels["open"], close_df, np.nan).to_numpy(dtype=np.float64)
-            with np.errstate(invalid="ignore"):
-                open_ = np.where(open_ > 0, open_, np.nan)
         close, actions = price, {}
         if panels.get("base") is not None:
             factor = corporate_actions.factors(price, _aligned(panels["base"], close_df, np.nan)
@@ -181,6 +181,12 @@ class Indicators:
         out[self.core] = True
         return out
 
+    def open_at(self, i: int) -> np.ndarray:
+        """Row i's opens, NaN where none (an open of 0 or below is none): checked per row, only on fill days."""
+        row = self.open[i]
+        with np.errstate(invalid="ignore"):
+            return np.where(row > 0, row, np.nan)
+
     def regime_state(self, i: int) -> str:
         if self.regime is None:
             return "DISABLED"
@@ -234,10 +240,13 @@ class Indicators:
         return sma(self.close[lo:b, cols], n)[a - lo:]
 
     def rsi(self, a: int, b: int, cols: np.ndarray) -> np.ndarray:
-        """Wilder's RSI on rows a..b-1 for the given columns (each column computed once over the whole panel)."""
-        todo = [int(j) for j in cols if int(j) not in self._rsi]  # the held columns, never all tickers
+        """Wilder's RSI on rows a..b-1 for the given columns. A column is computed from the panel's first row up to
+        RSI_AHEAD rows past b (a holding's next checks), and again further when a later row is asked: a row's value
+        never depends on the rows after it, so every computation agrees on the rows they share."""
+        todo = [int(j) for j in cols if len(self._rsi.get(int(j), ())) < b]  # the held columns, never all tickers
         if todo:
-            full = rsi(self.close[:, todo], self.params["sell_rules"]["rsi_days"])
+            end = min(len(self.index), b + RSI_AHEAD)
+            full = rsi(self.close[:end, todo], self.params["sell_rules"]["rsi_days"])
             for k, j in enumerate(todo):
                 self._rsi[j] = full[:, k]
         if len(cols) == 0:
@@ -251,8 +260,15 @@ class Indicators:
         rules = self.params["sell_rules"]
         if not rules["enabled"] or len(cols) == 0:
             return np.zeros((b - a, len(cols)), dtype=np.int8)
-        return sell_codes(self.close[a:b, cols], entry, self.trend_sma(a, b, cols), self.rsi(a, b, cols),
-                          self.params, self.price[a:b, cols])
+        close, price, trend = self.close[a:b, cols], self.price[a:b, cols], self.trend_sma(a, b, cols)
+        entry = np.asarray(entry, dtype=float)
+        codes = sell_codes(close, entry, trend, None, self.params, price)
+        # RSI has the lowest priority: only the columns the stop-loss and the trend left without a sell need it
+        open_ = (codes == NONE).any(axis=0)
+        if open_.any():
+            codes[:, open_] = sell_codes(close[:, open_], entry[open_], trend[:, open_], self.rsi(a, b, cols[open_]),
+                                         self.params, price[:, open_])
+        return codes
 
     def factors(self, i: int) -> np.ndarray | None:
         """The corporate-action factor of each ticker on row i (1.0 where none); None when no action that day."""

@@ -119,8 +119,9 @@ def mean_value(value: pd.DataFrame | np.ndarray, window: int, rows: Sequence[int
     for k, i in enumerate(r):  # a loop over the rows asked (one per rebalance), never over tickers
         block = v[max(0, i - window + 1): i + 1]
         n = np.isfinite(block).sum(axis=0)
+        total = np.where(np.isnan(block), 0.0, block).sum(axis=0)  # np.nansum's sum, without its copies
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[k] = np.where(n > 0, np.nansum(block, axis=0) / n, np.nan)
+            out[k] = np.where(n > 0, total / n, np.nan)
     return _like(out, value, None if rows is None else r)
 
 
