@@ -29,6 +29,7 @@ POSITION_COLUMNS = ["ticker", "shares", "entry_date", "entry_price", "close", "v
 DELISTED = "DELISTED"
 ETF = "ETF"
 STATE_SCHEMA = "portfolio/2"
+_SIDES = np.array(["BUY", "SELL"], dtype=object)
 
 
 class BookStateError(AlertorError, ValueError):
@@ -262,7 +263,7 @@ class Book:
         is_sell = delta < 0
         return pd.DataFrame({
             "date": pd.DatetimeIndex(days.astype("datetime64[ns]")), "ticker": self.tickers[cols],
-            "side": np.where(is_sell, "SELL", "BUY"), "shares": shares, "price": price, "value": value,
+            "side": _SIDES[is_sell.view(np.int8)], "shares": shares, "price": price, "value": value,
             "commission": value * self.comm, "tax": np.where(is_sell, value * rate, 0.0),
             "slippage": value * self.slip, "reason": reason,
         })
@@ -270,11 +271,9 @@ class Book:
     def positions(self) -> pd.DataFrame:
         cols = self.held()
         px = self.last_px[cols]
-        return pd.DataFrame({
-            "ticker": self.tickers[cols], "shares": self.shares[cols],
-            "entry_date": pd.DatetimeIndex(self.entry_day[cols].astype("datetime64[ns]")),
-            "entry_price": self.entry[cols], "close": px, "value": px * self.shares[cols],
-        }, columns=POSITION_COLUMNS)
+        return pd.DataFrame(dict(zip(POSITION_COLUMNS, (  # a dict in column order: no reindex by `columns=`
+            self.tickers[cols], self.shares[cols], pd.DatetimeIndex(self.entry_day[cols].astype("datetime64[ns]")),
+            self.entry[cols], px, px * self.shares[cols]), strict=True)))
 
     # --- the saved book (the model portfolio)
 
