@@ -3,8 +3,9 @@
 Both uses of the strategy run here, so what the user is alerted on is what was backtested: `krx backtest` steps a
 fresh book through a window, and `krx scan --apply` steps the saved model portfolio through the sessions since
 its last day. The engine knows no strategy rule: it asks `common.strategy` for the schedule (`schedule`), the
-decision (`decide`) and the sells between rebalances (`Indicators.daily_sells`), and `common.book.Book` turns
-target weights into trades.
+decision (`decide_cols`: `decide` for the book's columns) and whether and where it sells between rebalances
+(`Indicators.sells_between_rebalances`, `Indicators.daily_sells`), and `common.book.Book` turns target weights
+into trades.
 
 A session e, in this order (only sessions where something can happen are visited; between them the shares are
 fixed and equity is cash + closes x shares, one matrix product per stretch):
@@ -120,7 +121,7 @@ class _Run:
         self.equity, self.cash, self.invested = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
         self.rebalanced: list[int] = []
         self.decision: strategy.Decision | None = None
-        self.daily = bool(ctx.params["sell_rules"]["enabled"] and ctx.params["sell_rules"]["daily"])
+        self.daily = ctx.sells_between_rebalances  # the strategy's to say; when not, no row is checked for them
         self.next_open = ctx.params["execution"] == "next_open"
         self.unpriced: set[int] = set()  # holdings valued at an old close on some day
 

@@ -2,7 +2,9 @@
 closes for every rule, raw prices for trading and the stop-loss, the candidate filters, the regime, RSI per column.
 
 Indicators are computed once per panel and lazily: cross-sectional ones (score, filters) for the rows asked (the
-engine asks ~12 rows a year, the scanner one), per-holding ones (trend SMA, RSI) for the columns asked."""
+engine asks ~12 rows a year and scores them in one pass with `prepare`, the scanner one), per-holding ones (trend
+SMA, RSI) for the columns asked. Nothing whole-panel is built that a run does not read: the build makes one pass
+over the closes (first rows, bad prices), `present` and the checked opens are made when asked."""
 
 from __future__ import annotations
 
@@ -309,6 +311,11 @@ class Indicators:
         if self.halted is not None:
             ok &= ~self.halted[a:b]
         return ok
+
+    @property
+    def sells_between_rebalances(self) -> bool:
+        """Whether the strategy can sell between rebalance days (`daily_sells`): its sell rules, checked daily."""
+        return bool(self.params["sell_rules"]["enabled"] and self.params["sell_rules"]["daily"])
 
     def daily_sells(self, a: int, b: int, cols: np.ndarray, entry: np.ndarray) -> np.ndarray:
         """The sells of days between rebalances (rows a..b-1, held columns): the sell rules when
