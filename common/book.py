@@ -105,11 +105,6 @@ class Book:
             self._held.flags.writeable = False
         return self._held
 
-    def holdings(self) -> dict[str, float]:
-        """{ticker: entry price} of the holdings, as `strategy.decide` takes them."""
-        cols = self.held()
-        return dict(zip(self.tickers[cols], self.entry[cols], strict=True))
-
     def value(self, price: np.ndarray) -> tuple[float, float]:
         """(equity, invested value) with today's prices (a holding without one: its last good close)."""
         cols = self.held()

@@ -97,7 +97,8 @@ def run(panels: Mapping[str, pd.DataFrame], params: Mapping, *, markets: pd.Seri
     run_.loop(first)
     decision = run_.decision
     if decision is None and n:
-        decision = strategy.decide(ctx, n - 1, book.holdings(), rebalance=bool(reb[-1]))
+        held = book.held()
+        decision = strategy.decide_cols(ctx, n - 1, held, book.entry[held], rebalance=bool(reb[-1]))
     notes = list(ctx.notes) + run_.notes()
     with np.errstate(invalid="ignore", divide="ignore"):
         exposure = np.where(run_.equity != 0, run_.invested / run_.equity, 0.0)
