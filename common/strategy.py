@@ -119,7 +119,7 @@ def decide(ctx: Indicators, i: int, holdings: Mapping[str, float], rebalance: bo
                        rebalance=rebalance, unknown=unknown)
 
 
-def decide_cols(ctx: Indicators, i: int, cols: np.ndarray, entry: np.ndarray, *, rebalance: bool = True,
+def decide_cols(ctx: Indicators, i: int, cols: np.ndarray, entries: np.ndarray, *, rebalance: bool = True,
                 unknown: list[str] | None = None) -> Decision:
     """`decide` for holdings given as ascending distinct columns of `ctx` and their entry prices (the engine's
     book holds them so)."""
@@ -130,7 +130,7 @@ def decide_cols(ctx: Indicators, i: int, cols: np.ndarray, entry: np.ndarray, *,
     i = i % len(ctx.index)
     held = np.zeros(n_tickers, dtype=bool)
     held[cols] = True
-    entries, entry = entry, np.full(n_tickers, np.nan)
+    entry = np.full(n_tickers, np.nan)
     entry[cols] = entries
     unknown = [] if unknown is None else unknown
 
