@@ -30,6 +30,7 @@ POSITION_COLUMNS = ["ticker", "shares", "entry_date", "entry_price", "close", "v
 DELISTED = "DELISTED"
 ETF = "ETF"
 STATE_SCHEMA = formats.PORTFOLIO
+_SIDES = np.array(["BUY", "SELL"], dtype=object)
 
 
 class BookStateError(AlertorError, ValueError):
@@ -48,29 +49,40 @@ class TaxTable:
                                dtype="datetime64[D]")
         self.markets = markets
         self._cache: dict[int, np.ndarray] = {}
+        self._row_of: dict[Any, int] = {}  # settlement day -> row of the table
 
     def bps(self, day: Any) -> np.ndarray:
         """Rates per column for a sell settling on `day`."""
-        k = int(np.searchsorted(self.starts, np.datetime64(pd.Timestamp(day).date(), "D"), side="right")) - 1
+        if not len(self.starts):
+            k = -1
+        elif day in self._row_of:
+            k = self._row_of[day]
+        else:
+            when = np.datetime64(day if type(day) is dt.date else pd.Timestamp(day).date(), "D")
+            k = self._row_of[day] = int(np.searchsorted(self.starts, when, side="right")) - 1
         if k not in self._cache:
             if k < 0:
                 rates = np.zeros(len(self.markets))
-            else:
+            else:  # one rate per distinct market, then spread over the columns
                 row = {m: float(v) for m, v in self.rows[k].items() if m != "from"}
                 top = max(row.values(), default=0.0)
-                rates = np.array([0.0 if m == ETF else row.get(m, top) for m in self.markets])
+                codes, names = pd.factorize(pd.Index(self.markets, dtype=object))
+                per = np.array([0.0 if m == ETF else row.get(m, top) for m in names] + [top])
+                rates = per[codes]  # code -1 (a missing market) takes the last entry: the highest rate
             self._cache[k] = rates
         return self._cache[k]
 
 
 class Book:
-    """Cash, shares and entries over the columns `tickers` of one panel."""
+    """Cash, shares and entries over the columns `tickers` of one panel. The shares change only through the
+    methods below (they keep the list of held columns that the engine asks for several times a session)."""
 
     def __init__(self, tickers: pd.Index, params: Mapping[str, Any], markets: np.ndarray | None = None):
         n = len(tickers)
         self.tickers = np.asarray(pd.Index(tickers).astype(str), dtype=object)
         self.cash = float(params["initial_cash"])
         self.shares = np.zeros(n)
+        self._held: np.ndarray | None = None                     # held columns, None when shares changed
         self.entry = np.full(n, np.nan)                          # raw price of the entry, in today's share basis
         self.entry_day = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
         self.last_px = np.full(n, np.nan)                        # last good close
@@ -82,25 +94,27 @@ class Book:
         markets = np.full(n, "", dtype=object) if markets is None else np.asarray(markets, dtype=object)
         self.is_etf = markets == ETF
         self.tax = TaxTable(params["sell_tax"], markets)
-        self.log: list[tuple] = []
+        self.log: list[tuple] = []  # per execution: (day, columns, signed shares, prices, reasons, sell tax rates)
         self.actions: list[dict] = []                            # corporate actions applied to holdings
 
     # --- reading
 
     def held(self) -> np.ndarray:
-        return np.flatnonzero(self.shares != 0)
-
-    def holdings(self) -> dict[str, float]:
-        """{ticker: entry price} of the holdings, as `strategy.decide` takes them."""
-        cols = self.held()
-        return dict(zip(self.tickers[cols], self.entry[cols], strict=True))
+        """The held columns, ascending (read-only)."""
+        if self._held is None:
+            self._held = (self.shares != 0).nonzero()[0]
+            self._held.flags.writeable = False
+        return self._held
 
     def value(self, price: np.ndarray) -> tuple[float, float]:
         """(equity, invested value) with today's prices (a holding without one: its last good close)."""
         cols = self.held()
         if not len(cols):
             return self.cash, 0.0
-        px = np.where(np.isfinite(price[cols]), price[cols], self.last_px[cols])
+        px = price[cols]
+        finite = np.isfinite(px)
+        if not finite.all():
+            px = np.where(finite, px, self.last_px[cols])
         invested = float(px @ self.shares[cols])
         return self.cash + invested, invested
 
@@ -112,7 +126,12 @@ class Book:
         if not len(cols) or not len(block):
             return np.zeros(len(block)), set()
         sub = block[:, cols]
-        gaps = ~np.isfinite(sub)
+        finite = np.isfinite(sub)
+        if finite.all():  # every holding priced on every row
+            self.last_px[cols] = sub[-1]
+            with np.errstate(over="ignore", invalid="ignore"):
+                return sub @ self.shares[cols], set()
+        gaps = ~finite
         if gaps.any():
             seeded = np.vstack([self.last_px[cols], sub])
             rows = np.where(np.isfinite(seeded), np.arange(len(seeded))[:, None], 0)
@@ -137,6 +156,7 @@ class Book:
             base = self.last_px[j] / f
             self.cash += (new - whole) * base  # the fraction of a share KRX pays out
             self.shares[j] = whole
+            self._held = None
             self.entry[j] /= f
             self.last_px[j] = base
             self.actions.append({"date": day.isoformat(), "ticker": self.tickers[j], "factor": f,
@@ -148,22 +168,22 @@ class Book:
 
     def orders(self, weight: np.ndarray, states: np.ndarray, price: np.ndarray, tradable: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(columns, target shares, reasons) of a decision: weight x equity / price at today's close, floored to
-        whole shares; weight NaN keeps the shares; a ticker that cannot trade today keeps its shares."""
-        cols = np.flatnonzero(((weight != 0) & ~np.isnan(weight)) | (self.shares != 0))
+        """(columns, target shares, states of those columns) of a decision: weight x equity / price at today's
+        close, floored to whole shares; weight NaN keeps the shares; a ticker that cannot trade today keeps its
+        shares."""
+        cols = ((np.abs(weight) > 0) | (self.shares != 0)).nonzero()[0]  # abs(NaN) > 0 is False: NaN keeps
         if not len(cols):
-            return cols, np.zeros(0), np.zeros(0, dtype=object)
+            return cols, np.zeros(0), states[:0]
         equity, _ = self.value(price)
-        w, px = weight[cols], price[cols]
+        w, px, current = weight[cols], price[cols], self.shares[cols]
         act = tradable[cols] & ~np.isnan(w)
-        target = self.shares[cols].copy()
         with np.errstate(invalid="ignore", divide="ignore"):
             want = w * equity / px
         if not self.fractional:
             want = np.floor(want)
-        target[act] = want[act]
-        changed = target != self.shares[cols]
-        return cols[changed], target[changed], states[cols][changed]
+        target = np.where(act, want, current)
+        changed = (target != current).nonzero()[0]
+        return cols[changed], target[changed], states[cols[changed]]
 
     def execute(self, day: dt.date, settle: dt.date, cols: np.ndarray, target: np.ndarray, price: np.ndarray,
                 reasons: np.ndarray) -> None:
@@ -171,37 +191,40 @@ class Book:
         cols = np.asarray(cols, dtype=np.int64)
         if not len(cols):
             return
-        px = price[cols]
-        delta = target - self.shares[cols]
+        px, current = price[cols], self.shares[cols]
+        delta = target - current
         sell, buy = delta < 0, delta > 0
         sell_tax = self.tax.bps(settle)[cols] / 1e4
         sell_value = -delta[sell] * px[sell]
-        avail = self.cash + float(np.sum(sell_value * (1 - self.comm - self.slip - sell_tax[sell])))
+        avail = self.cash + float((sell_value * (1 - self.comm - self.slip - sell_tax[sell])).sum())
         buy_value = delta[buy] * px[buy]
-        need = float(np.sum(buy_value)) * (1 + self.comm + self.slip)
+        bought = float(buy_value.sum())
+        need = bought * (1 + self.comm + self.slip)
         if need > avail:  # keeps cash >= 0 (never reached by the parity run)
             scale = max(avail, 0.0) / need * (1 - 1e-12)
             scaled = delta[buy] * scale
             delta[buy] = scaled if self.fractional else np.floor(scaled)
-            buy_value = delta[buy] * px[buy]
-        self.cash = avail - float(np.sum(buy_value)) * (1 + self.comm + self.slip)
+            bought = float((delta[buy] * px[buy]).sum())
+        self.cash = avail - bought * (1 + self.comm + self.slip)
         traded = delta != 0
         if not traded.any():
             return
-        new = self.shares[cols] + delta
-        opened = traded & (self.shares[cols] == 0) & (new > 0)
-        self.entry[cols[opened]] = px[opened]
-        self.entry_day[cols[opened]] = np.datetime64(day, "D")
+        new = current + delta
+        opened = traded & (current == 0) & (new > 0)
         closed = traded & (new == 0)
+        today = np.datetime64(day, "D")
+        self.entry[cols[opened]] = px[opened]
+        self.entry_day[cols[opened]] = today
         self.entry[cols[closed]] = np.nan
         self.entry_day[cols[closed]] = np.datetime64("NaT")
         self.shares[cols] = new
-        self.last_px[cols] = np.where(np.isfinite(px), px, self.last_px[cols])
-        c, d, p, r = cols[traded], delta[traded], px[traded], np.asarray(reasons, dtype=object)[traded]
-        value = np.abs(d) * p
-        is_sell = d < 0
-        self.log.append((np.full(len(c), np.datetime64(day, "D")), c, is_sell, np.abs(d), p, value,
-                         value * self.comm, np.where(is_sell, value * sell_tax[traded], 0.0), value * self.slip, r))
+        self._held = None
+        finite = np.isfinite(px)
+        self.last_px[cols] = px if finite.all() else np.where(finite, px, self.last_px[cols])
+        trade = (cols, delta, px, np.asarray(reasons, dtype=object), sell_tax)
+        if not traded.all():
+            trade = tuple(x[traded] for x in trade)
+        self.log.append((today, *trade))  # values and costs are computed once for all trades, in `trades`
 
     def fill_pending(self, day: dt.date, settle: dt.date, open_: np.ndarray, tradable: np.ndarray) -> None:
         """Fill the orders decided at the last close at today's open; a ticker that cannot trade at the open
@@ -229,22 +252,24 @@ class Book:
         if not self.log:
             return pd.DataFrame({k: pd.Series(dtype=t) for k, t in zip(TRADE_COLUMNS, (
                 "datetime64[ns]", object, object, float, float, float, float, float, float, object), strict=True)})
-        days, cols, is_sell, shares, price, value, comm, tax, slip, reason = (np.concatenate(x)
-                                                                              for x in zip(*self.log, strict=True))
+        days = np.repeat(np.array([x[0] for x in self.log]), [len(x[1]) for x in self.log])
+        cols, delta, price, reason, rate = (np.concatenate(x) for x in list(zip(*self.log, strict=True))[1:])
+        shares = np.abs(delta)
+        value = shares * price
+        is_sell = delta < 0
         return pd.DataFrame({
             "date": pd.DatetimeIndex(days.astype("datetime64[ns]")), "ticker": self.tickers[cols],
-            "side": np.where(is_sell, "SELL", "BUY"), "shares": shares, "price": price, "value": value,
-            "commission": comm, "tax": tax, "slippage": slip, "reason": reason,
+            "side": _SIDES[is_sell.view(np.int8)], "shares": shares, "price": price, "value": value,
+            "commission": value * self.comm, "tax": np.where(is_sell, value * rate, 0.0),
+            "slippage": value * self.slip, "reason": reason,
         })
 
     def positions(self) -> pd.DataFrame:
         cols = self.held()
         px = self.last_px[cols]
-        return pd.DataFrame({
-            "ticker": self.tickers[cols], "shares": self.shares[cols],
-            "entry_date": pd.DatetimeIndex(self.entry_day[cols].astype("datetime64[ns]")),
-            "entry_price": self.entry[cols], "close": px, "value": px * self.shares[cols],
-        }, columns=POSITION_COLUMNS)
+        return pd.DataFrame(dict(zip(POSITION_COLUMNS, (  # a dict in column order: no reindex by `columns=`
+            self.tickers[cols], self.shares[cols], pd.DatetimeIndex(self.entry_day[cols].astype("datetime64[ns]")),
+            self.entry[cols], px, px * self.shares[cols]), strict=True)))
 
     # --- the saved book (the model portfolio)
 
@@ -287,6 +312,7 @@ class Book:
             if j is not None:
                 book.pending[j] = (float(order["shares"]), order["reason"])
         book.pending_day = dt.date.fromisoformat(state["pending_day"]) if state.get("pending_day") else None
+        book._held = None
         return book, missing
 
 

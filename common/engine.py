@@ -3,8 +3,9 @@
 Both uses of the strategy run here, so what the user is alerted on is what was backtested: `krx backtest` steps a
 fresh book through a window, and `krx scan --apply` steps the saved model portfolio through the sessions since
 its last day. The engine knows no strategy rule: it asks `common.strategy` for the schedule (`schedule`), the
-decision (`decide`) and the sells between rebalances (`Indicators.daily_sells`), and `common.book.Book` turns
-target weights into trades.
+decision (`decide_cols`: `decide` for the book's columns) and whether and where it sells between rebalances
+(`Indicators.sells_between_rebalances`, `Indicators.daily_sells`), and `common.book.Book` turns target weights
+into trades.
 
 A session e, in this order (only sessions where something can happen are visited; between them the shares are
 fixed and equity is cash + closes x shares, one matrix product per stretch):
@@ -90,12 +91,14 @@ def run(panels: Mapping[str, pd.DataFrame], params: Mapping, *, markets: pd.Seri
     sessions = index if sessions is None else pd.DatetimeIndex(sessions)
     reb = strategy.schedule(index, p, sessions, book.inception)
     reb[:first] = False
+    ctx.prepare(np.flatnonzero(reb))
     run_ = _Run(ctx, book, reb, _settlement(index, sessions), progress)
     run_.equity[:first] = book.cash if not len(book.held()) else np.nan
     run_.loop(first)
     decision = run_.decision
     if decision is None and n:
-        decision = strategy.decide(ctx, n - 1, book.holdings(), rebalance=bool(reb[-1]))
+        held = book.held()
+        decision = strategy.decide_cols(ctx, n - 1, held, book.entry[held], rebalance=bool(reb[-1]))
     notes = list(ctx.notes) + run_.notes()
     with np.errstate(invalid="ignore", divide="ignore"):
         exposure = np.where(run_.equity != 0, run_.invested / run_.equity, 0.0)
@@ -114,11 +117,12 @@ class _Run:
     def __init__(self, ctx: strategy.Indicators, book: Book, reb: np.ndarray, settle: np.ndarray,
                  progress: Callable[[], None] | None):
         self.ctx, self.book, self.reb, self.settle, self.progress = ctx, book, reb, settle, progress
+        self.days = ctx.index.values.astype("datetime64[D]")
         n = len(ctx.index)
         self.equity, self.cash, self.invested = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
         self.rebalanced: list[int] = []
         self.decision: strategy.Decision | None = None
-        self.daily = bool(ctx.params["sell_rules"]["enabled"] and ctx.params["sell_rules"]["daily"])
+        self.daily = ctx.sells_between_rebalances  # the strategy's to say; when not, no row is checked for them
         self.next_open = ctx.params["execution"] == "next_open"
         self.unpriced: set[int] = set()  # holdings valued at an old close on some day
 
@@ -145,7 +149,7 @@ class _Run:
         if not len(held) or nxt <= t + 1:
             return nxt
         a, b = t + 1, min(nxt, ctx.next_action(t, held))
-        gone = (~ctx.present[a:b, held]).any(axis=1)
+        gone = ctx.absent(a, b, held).any(axis=1)
         if gone.any():
             b = a + int(np.argmax(gone))
         if self.daily and b > a:
@@ -161,41 +165,47 @@ class _Run:
             return
         invested, gaps = self.book.mark(self.ctx.price[a:b])
         self.unpriced |= gaps
-        self.equity[a:b] = self.book.cash + invested
+        equity = self.book.cash + invested
+        self.equity[a:b] = equity
         self.cash[a:b] = self.book.cash
         self.invested[a:b] = invested
-        bad = np.flatnonzero(~np.isfinite(self.equity[a:b]))
-        if len(bad):
-            self._fail(a + int(bad[0]))
+        if not np.isfinite(equity).all():
+            self._fail(a + int(np.argmin(np.isfinite(equity))))
 
     def _session(self, e: int) -> None:
         ctx, book = self.ctx, self.book
-        day, settle = ctx.index[e].date(), self.settle[e]
+        day, settle = self.days[e].item(), self.settle[e].item()  # datetime.date, converted on event rows only
         factors = ctx.factors(e)
         if factors is not None:
             book.corporate_actions(day, factors)
         if book.pending:
-            can_open = ctx.present[e] & (~ctx.halted[e] if ctx.halted is not None else True)
-            book.fill_pending(day, settle, ctx.open[e], can_open)
+            can_open = ~ctx.absent(e, e + 1, slice(None))[0] & (~ctx.halted[e] if ctx.halted is not None else True)
+            book.fill_pending(day, settle, ctx.open_at(e), can_open)
         held = book.held()
-        book.delist(day, settle, held[~ctx.present[e, held]])
-        held = book.held()
-        priced = np.isfinite(ctx.price[e, held])
-        book.last_px[held[priced]] = ctx.price[e, held[priced]]
-        self.unpriced |= set(held[~priced].tolist())
-        due = bool(self.reb[e]) or (self.daily and bool(ctx.daily_sells(e, e + 1, held, book.entry[held]).any()))
-        if due:
-            decision = strategy.decide(ctx, e, book.holdings(), rebalance=bool(self.reb[e]))
+        gone = ctx.absent(e, e + 1, held)[0]
+        if gone.any():
+            book.delist(day, settle, held[gone])
+            held = book.held()
+        px = ctx.price[e, held]
+        priced = np.isfinite(px)
+        if priced.all():
+            book.last_px[held] = px
+        else:
+            book.last_px[held[priced]] = px[priced]
+            self.unpriced.update(held[~priced].tolist())
+        reb = bool(self.reb[e])
+        if reb or (self.daily and bool(ctx.daily_sells(e, e + 1, held, book.entry[held]).any())):
+            decision = strategy.decide_cols(ctx, e, held, book.entry[held], rebalance=reb)
             if e == len(ctx.index) - 1:
                 self.decision = decision
-            cols, target, reasons = book.orders(decision.weight, _STATE_NAMES[decision.state], ctx.price[e],
-                                                ctx.tradable(e, e + 1)[0])
+            cols, target, codes = book.orders(decision.weight, decision.state, ctx.price[e], decision.tradable)
+            reasons = _STATE_NAMES[codes]
             if self.next_open:
                 book.pending = {int(j): (float(q), str(r)) for j, q, r in zip(cols, target, reasons, strict=True)}
                 book.pending_day = day if book.pending else None
             else:
                 book.execute(day, settle, cols, target, ctx.price[e], reasons)
-            if self.reb[e]:
+            if reb:
                 self.rebalanced.append(e)
                 if self.progress is not None:
                     self.progress()
@@ -231,12 +241,13 @@ class _Run:
 
 
 def _settlement(index: pd.DatetimeIndex, sessions: pd.DatetimeIndex) -> np.ndarray:
-    """Each row's settlement date (T+2 sessions): the sell tax is the rate of the day a sell settles."""
+    """Each row's settlement date (T+2 sessions, datetime64[D]): the sell tax is the rate of the day a sell
+    settles."""
     pos = sessions.searchsorted(index) + 2
     inside = pos < len(sessions)
     out = np.busday_offset(index.values.astype("datetime64[D]"), 2, roll="forward")
     out[inside] = sessions.values[pos[inside]].astype("datetime64[D]")
-    return np.array([d.astype(object) for d in out], dtype=object)
+    return out
 
 
 def _with_columns(panels: Mapping[str, pd.DataFrame], tickers: list[str]) -> dict[str, pd.DataFrame]:

@@ -65,7 +65,10 @@ def schedule(days: pd.DatetimeIndex, params: Mapping, sessions: pd.DatetimeIndex
     has_next = pos < len(sessions)
     nxt = sessions[np.minimum(pos, len(sessions) - 1)]
     if rule == "month_end":
-        out = has_next & ((nxt.year * 12 + nxt.month).to_numpy() != (days.year * 12 + days.month).to_numpy())
+        def month(ix: pd.DatetimeIndex) -> np.ndarray:
+            return ix.values.astype("datetime64[M]").astype(np.int64)
+
+        out = has_next & (month(nxt) != month(days))
     elif rule == "week_end":
         def week(ix: pd.DatetimeIndex) -> np.ndarray:  # 1970-01-01 was a Thursday: +3 starts weeks on Mondays
             return (ix.values.astype("datetime64[D]").astype(np.int64) + 3) // 7

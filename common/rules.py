@@ -7,8 +7,9 @@ the decision.
 - `mean_value`, `abnormal`: the inputs of the candidate filters (traded value floor, abnormal prints).
 - `sma`, `rsi` (Wilder) and `sell_codes`: CUT_STOPLOSS (close at or below entry x (1 - stop_loss_pct)), then
   SELL_TREND (close under its trend SMA), then SELL_RSI (RSI over the overbought line), in that priority.
-- `select`: the TopN slots. Held tickers still in the TopN are HOLD; new TopN entries are BUY while the regime
-  is ON; a held ticker outside the TopN is SELL_REPLACE only when a better candidate takes its slot, else HOLD.
+- `select` (`slots`: the same as columns): the TopN slots. Held tickers still in the TopN are HOLD; new TopN
+  entries are BUY while the regime is ON; a held ticker outside the TopN is SELL_REPLACE only when a better
+  candidate takes its slot, else HOLD.
 
 RSI is Wilder's (exponential, alpha 1/n) from each ticker's first close in the panel: a scan on a shorter
 history differs from the backtest's value by about (1 - 1/n)^(rows - n), under 1e-7 after a year of rows.
@@ -17,7 +18,7 @@ history differs from the backtest's value by about (1 - 1/n)^(rows - n), under 1
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -90,10 +91,10 @@ def rsi(close: pd.DataFrame | np.ndarray, days: int) -> pd.DataFrame | np.ndarra
     c = _values(close)
     diff = np.full(c.shape, np.nan)
     diff[1:] = c[1:] - c[:-1]
-    with np.errstate(invalid="ignore"):
-        moves = np.hstack([np.where(diff > 0, diff, np.where(np.isnan(diff), np.nan, 0.0)),
-                           np.where(diff < 0, -diff, np.where(np.isnan(diff), np.nan, 0.0))])
-    # one ewm call for gains and losses side by side
+    k = c.shape[1]
+    moves = np.empty((len(c), 2 * k))  # gains and losses side by side, for one ewm call; NaN stays NaN
+    np.maximum(diff, 0.0, out=moves[:, :k])
+    np.subtract(moves[:, :k], diff, out=moves[:, k:])  # gain - move: the loss, exactly (0.0 when it rose)
     avg = pd.DataFrame(moves).ewm(alpha=1.0 / days, adjust=False, min_periods=days).mean().to_numpy()
     gain, loss = avg[:, : c.shape[1]], avg[:, c.shape[1]:]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -118,8 +119,9 @@ def mean_value(value: pd.DataFrame | np.ndarray, window: int, rows: Sequence[int
     for k, i in enumerate(r):  # a loop over the rows asked (one per rebalance), never over tickers
         block = v[max(0, i - window + 1): i + 1]
         n = np.isfinite(block).sum(axis=0)
+        total = np.where(np.isnan(block), 0.0, block).sum(axis=0)  # np.nansum's sum, without its copies
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[k] = np.where(n > 0, np.nansum(block, axis=0) / n, np.nan)
+            out[k] = np.where(n > 0, total / n, np.nan)
     return _like(out, value, None if rows is None else r)
 
 
@@ -164,14 +166,59 @@ def ranking(score: np.ndarray, candidate: np.ndarray) -> np.ndarray:
 
 def best(score: np.ndarray, candidate: np.ndarray, k: int) -> np.ndarray:
     """The columns of the k best candidates, best first: the first k of `ranking`, found without sorting all."""
-    cand = np.flatnonzero(candidate)
+    cand = candidate.nonzero()[0]
     if k <= 0 or not len(cand):
         return cand[:0]
     s = score[cand]
-    if len(cand) > k:
+    if len(s) > 32 * k and not np.isnan(s).any():
+        # the k-th best of every 8th score is at most the k-th best of all: a cheap first cut keeps every score
+        # at or above the k-th best, so the partition below finds the same k-th best in a tenth of the scores
+        sample = s[::8]
+        keep = s >= np.partition(sample, len(sample) - k)[len(sample) - k]
+        cand, s = cand[keep], s[keep]
+    if len(s) > k:
         kth = np.partition(s, len(s) - k)[len(s) - k]  # the k-th best score: ties at it are all kept, then cut
         cand = cand[s >= kth]
     return cand[np.lexsort((cand, -score[cand]))][:k]
+
+
+class Slots(NamedTuple):
+    """The TopN slots of one day, as columns: `replace[k]` is taken by the buy `replaced_by[k]`."""
+
+    top: np.ndarray          # the TopN columns, best first
+    hold_in: np.ndarray      # held, in the TopN
+    buy: np.ndarray          # new entries, best first
+    replace: np.ndarray      # held, outside the TopN, and a better candidate takes the slot (worst first)
+    replaced_by: np.ndarray  # the buy taking each replaced slot
+    hold_out: np.ndarray     # held, outside the TopN, kept
+
+
+def slots(score: np.ndarray, candidate: np.ndarray, held: np.ndarray, locked: int, top_n: int,
+          buys_allowed: bool) -> Slots:
+    """The TopN slots for one day, `select`'s rule on columns: `held` are the columns of its held mask, ascending.
+    Past the ranking it handles the few columns involved (a few dozen) as lists, never the universe."""
+    top = best(score, candidate, top_n)
+    top_l, held_l = top.tolist(), held.tolist()
+    held_set, top_set = set(held_l), set(top_l)
+    hold_in = [j for j in top_l if j in held_set]
+    wanted = [j for j in top_l if j not in held_set]
+    out = [j for j in held_l if j not in top_set]
+    free = top_n - len(hold_in) - locked
+    n_buy = max(0, min(len(wanted), free)) if buys_allowed else 0
+    buys = wanted[:n_buy]
+    n_replace = min(len(out), n_buy, max(0, len(out) + n_buy - free))
+    worst: list[int] = []
+    if n_replace:  # worst first: unranked (no candidate any more), then the lowest ranked (lowest score, later column)
+        o = np.array(out, dtype=np.int64)
+        c = candidate[o]
+        worst = o[np.lexsort((-o, np.where(c, score[o], -np.inf), c))][:n_replace].tolist()
+        gone = set(worst)
+        out = [j for j in out if j not in gone]
+
+    def cols(x: list[int]) -> np.ndarray:
+        return np.array(x, dtype=np.int64)
+
+    return Slots(top, cols(hold_in), cols(buys), cols(worst), cols(buys[:n_replace]), cols(out))
 
 
 def select(score: np.ndarray, candidate: np.ndarray, held: np.ndarray, locked: int, top_n: int,
@@ -184,25 +231,14 @@ def select(score: np.ndarray, candidate: np.ndarray, held: np.ndarray, locked: i
     replace (held, outside the TopN, and a better candidate takes the slot), hold_out (held, outside, kept), plus
     `replaced_by` (column of the buy that takes each replaced slot, -1 elsewhere)."""
     n = len(score)
-    top = best(score, candidate, top_n)
-    in_top = np.zeros(n, dtype=bool)
-    in_top[top] = True
-    hold_in = held & in_top
-    hold_out = held & ~in_top
-    wanted = top[~held[top]]
-    free = top_n - int(hold_in.sum()) - locked
-    n_buy = max(0, min(len(wanted), free)) if buys_allowed else 0
-    buys = wanted[:n_buy]
-    out_idx = np.flatnonzero(hold_out)
-    n_replace = min(len(out_idx), n_buy, max(0, len(out_idx) + n_buy - free))
-    # worst first: unranked (not a candidate any more), then the lowest ranked (lowest score, later column)
-    worst = out_idx[np.lexsort((-out_idx, np.where(candidate[out_idx], score[out_idx], -np.inf),
-                               candidate[out_idx]))][:n_replace]
-    buy = np.zeros(n, dtype=bool)
-    buy[buys] = True
-    replace = np.zeros(n, dtype=bool)
-    replace[worst] = True
+    sel = slots(score, candidate, np.flatnonzero(held), locked, top_n, buys_allowed)
+
+    def mask(cols: np.ndarray) -> np.ndarray:
+        out = np.zeros(n, dtype=bool)
+        out[cols] = True
+        return out
+
     replaced_by = np.full(n, -1, dtype=np.int64)
-    replaced_by[worst] = buys[:n_replace]
-    return {"top": top, "hold_in": hold_in, "buy": buy, "replace": replace, "hold_out": hold_out & ~replace,
-            "replaced_by": replaced_by}
+    replaced_by[sel.replace] = sel.replaced_by
+    return {"top": sel.top, "hold_in": mask(sel.hold_in), "buy": mask(sel.buy), "replace": mask(sel.replace),
+            "hold_out": mask(sel.hold_out), "replaced_by": replaced_by}

@@ -43,10 +43,10 @@ from common.params import (
     schedule,
     warmup_rows,
 )
-from common.rules import BUY, HOLD, HOLD_CORE, NONE, OK, SELL_REPLACE, ranking, select
+from common.rules import BUY, HOLD, HOLD_CORE, NONE, OK, SELL_REPLACE, ranking, slots
 
 # the strategy's public names, wherever they are defined
-__all__ = ["NAME", "Decision", "Indicators", "decide", "default_params", "min_history", "next_rebalance",
+__all__ = ["NAME", "Decision", "Indicators", "decide", "decide_cols", "default_params", "min_history", "next_rebalance",
            "pick_weight", "resolve_params", "schedule", "warmup_rows"]
 
 
@@ -71,6 +71,7 @@ class Decision:
     blocked: np.ndarray      # columns that would have been bought but the regime is OFF
     unknown_holdings: list[str] = field(default_factory=list)
     rebalance: bool = True   # a rebalance day of the schedule (else only daily sells can happen)
+    tradable: np.ndarray | None = None  # bool: a price at the close and not halted (who can trade today)
 
     @functools.cached_property
     def rank(self) -> np.ndarray:
@@ -105,74 +106,90 @@ def decide(ctx: Indicators, i: int, holdings: Mapping[str, float], rebalance: bo
     days, the scanner on the scan day. On a rebalance day (`schedule`) it gives entries, exits and replacements;
     on any other day only the daily sell rules (when `sell_rules.daily` is on), every other holding HOLD or
     HOLD_CORE with its shares kept."""
-    p = ctx.params
-    n_tickers = len(ctx.tickers)
-    if not -len(ctx.index) <= i < len(ctx.index):
-        raise IndexError(f"row {i} is outside the panel ({len(ctx.index)} rows)")
-    i = i % len(ctx.index)
-    held = np.zeros(n_tickers, dtype=bool)
-    entry = np.full(n_tickers, np.nan)
+    found: dict[int, float] = {}
     unknown = []
     for ticker, price in holdings.items():  # the portfolio's few holdings, not the universe
         j = ctx.col(ticker)
         if j is None:
             unknown.append(str(ticker))
             continue
-        held[j] = True
-        entry[j] = np.nan if price is None else float(price)
+        found[j] = np.nan if price is None else float(price)
+    cols = sorted(found)
+    return decide_cols(ctx, i, np.array(cols, dtype=np.int64), np.array([found[j] for j in cols], dtype=float),
+                       rebalance=rebalance, unknown=unknown)
+
+
+def decide_cols(ctx: Indicators, i: int, cols: np.ndarray, entries: np.ndarray, *, rebalance: bool = True,
+                unknown: list[str] | None = None) -> Decision:
+    """`decide` for holdings given as ascending distinct columns of `ctx` and their entry prices (the engine's
+    book holds them so)."""
+    p = ctx.params
+    n_tickers = len(ctx.tickers)
+    if not -len(ctx.index) <= i < len(ctx.index):
+        raise IndexError(f"row {i} is outside the panel ({len(ctx.index)} rows)")
+    i = i % len(ctx.index)
+    held = np.zeros(n_tickers, dtype=bool)
+    held[cols] = True
+    entry = np.full(n_tickers, np.nan)
+    entry[cols] = entries
+    unknown = [] if unknown is None else unknown
 
     score = ctx.score_at(i)
     code = ctx.filter_codes(i, score)
     tradable = ctx.tradable(i, i + 1)[0]
-    is_core = np.zeros(n_tickers, dtype=bool)
-    is_core[ctx.core] = True
+    core, is_core = ctx.core, ctx.is_core
     state = np.zeros(n_tickers, dtype=np.int8)
-    state[is_core & held] = HOLD_CORE
     if not rebalance:
-        return _between_rebalances(ctx, i, held, entry, is_core, state, score, code, unknown)
+        state[core[held[core]]] = HOLD_CORE
+        return _between_rebalances(ctx, i, held, entry, is_core, state, score, code, tradable, unknown)
     weight = np.zeros(n_tickers)
-
-    # HOLD_CORE: never sold by a rule, bought if not held, held at the configured weight
-    core_w = np.zeros(n_tickers)
-    core_w[ctx.core] = ctx.core_weight
     partial = ctx.partial is not None and bool(ctx.partial[i])  # only a few tickers have data: no new buys
-    core_buy = is_core & tradable & (not partial)
-    state[core_buy & ~held] = BUY
-    weight[core_buy] = core_w[core_buy]
-    weight[is_core & held & ~core_buy] = np.nan
+    mine = cols
+    if len(core):  # HOLD_CORE: never sold by a rule, bought if not held, held at the configured weight
+        core_held = held[core]
+        state[core[core_held]] = HOLD_CORE
+        core_buy = tradable[core] & (not partial)
+        state[core[core_buy & ~core_held]] = BUY
+        weight[core[core_buy]] = ctx.core_weight[core_buy]
+        weight[core[core_held & ~core_buy]] = np.nan
+        mine = cols[~is_core[cols]]
 
     # sell rules on the non-core holdings that can trade today
-    sellable = np.flatnonzero(held & ~is_core & tradable)
+    can = tradable[mine]
+    sellable, locked = mine[can], mine[~can]  # locked: halted or no price today: keep their slot and shares
     codes = ctx.sell_codes(i, i + 1, sellable, entry[sellable])[0] if len(sellable) else np.zeros(0, np.int8)
-    sold = sellable[codes != NONE]
-    state[sold] = codes[codes != NONE]
-    locked = held & ~is_core & ~tradable  # halted or no price today: they keep their slot and their shares
+    fired = codes != NONE
+    sold = sellable[fired]
+    state[sold] = codes[fired]
     weight[locked] = np.nan
     state[locked] = HOLD
 
-    held_free = held & ~is_core & tradable
-    held_free[sold] = False
-    candidate = (code == OK) & ~is_core
+    candidate = code == OK
+    candidate[core] = False
     candidate[sold] = False
     buys_allowed = (ctx.regime is None or bool(ctx.regime[i])) and not partial
-    sel = select(score, candidate, held_free, int(locked.sum()), p["top_n"], buys_allowed)
+    sel = slots(score, candidate, sellable[~fired], len(locked), p["top_n"], buys_allowed)
     pw = pick_weight(p)
-    state[sel["hold_in"] | sel["hold_out"]] = HOLD
-    state[sel["buy"]] = BUY
-    state[sel["replace"]] = SELL_REPLACE
-    weight[sel["hold_in"]] = pw if buys_allowed else np.nan
-    weight[sel["hold_out"]] = np.nan
-    weight[sel["buy"]] = pw
+    state[sel.hold_in] = HOLD
+    state[sel.hold_out] = HOLD
+    state[sel.buy] = BUY
+    state[sel.replace] = SELL_REPLACE
+    weight[sel.hold_in] = pw if buys_allowed else np.nan
+    weight[sel.hold_out] = np.nan
+    weight[sel.buy] = pw
+    replaced_by = np.full(n_tickers, -1, dtype=np.int64)
+    replaced_by[sel.replace] = sel.replaced_by
     blocked = np.array([], dtype=np.int64)
     if not buys_allowed and not partial:  # what the regime blocked; a partial day ranks only its few tickers
-        blocked = sel["top"][~held[sel["top"]]]
+        blocked = sel.top[~held[sel.top]]
     return Decision(ctx=ctx, row=i, state=state, exclusion=code, score=score, candidate=candidate, weight=weight,
-                    regime=ctx.regime_state(i), entry=entry, held=held, replaced_by=sel["replaced_by"],
-                    blocked=blocked, unknown_holdings=unknown)
+                    regime=ctx.regime_state(i), entry=entry, held=held, replaced_by=replaced_by,
+                    blocked=blocked, unknown_holdings=unknown, tradable=tradable)
 
 
 def _between_rebalances(ctx: Indicators, i: int, held: np.ndarray, entry: np.ndarray, is_core: np.ndarray,
-                        state: np.ndarray, score: np.ndarray, code: np.ndarray, unknown: list[str]) -> Decision:
+                        state: np.ndarray, score: np.ndarray, code: np.ndarray, tradable: np.ndarray,
+                        unknown: list[str]) -> Decision:
     """A day that is not a rebalance day: every holding keeps its shares, but for the daily sell rules."""
     n_tickers = len(ctx.tickers)
     weight = np.where(held, np.nan, 0.0)
@@ -185,4 +202,5 @@ def _between_rebalances(ctx: Indicators, i: int, held: np.ndarray, entry: np.nda
     candidate = (code == OK) & ~is_core
     return Decision(ctx=ctx, row=i, state=state, exclusion=code, score=score, candidate=candidate, weight=weight,
                     regime=ctx.regime_state(i), entry=entry, held=held, replaced_by=np.full(n_tickers, -1),
-                    blocked=np.array([], dtype=np.int64), unknown_holdings=unknown, rebalance=False)
+                    blocked=np.array([], dtype=np.int64), unknown_holdings=unknown, rebalance=False,
+                    tradable=tradable)
