@@ -153,6 +153,15 @@ class Queue:
         """Which folder holds the id: "done", "failed", "processing", "pending", or None."""
         if not is_valid_id(request_id):
             raise ValueError(f"not a valid request id: {request_id!r}")
+        # A request moves while we look (pending -> processing -> failed between two of the checks below): one
+        # more look finds it where it went; only an id that is nowhere twice is unknown.
+        for _ in range(2):
+            found = self._where(request_id)
+            if found is not None:
+                return found
+        return None
+
+    def _where(self, request_id: str) -> str | None:
         if self.is_done(request_id):
             return "done"
         if (self.failed / f"{request_id}{SUFFIX}").exists():
