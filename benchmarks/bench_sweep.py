@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     mkt = synthetic_market(args.tickers, args.days)
     index = mkt["close"].index
     tickers = pd.DataFrame({"market": mkt["markets"]})
-    panel = sweep.Panel({k: mkt[k] for k in ("close", "open", "value", "halted")}, tickers, index)
+    panel = sweep.Panel({k: mkt[k] for k in ("close", "open", "value", "halted")}, tickers, index,
+                        pd.Series(False, index=index))  # no partial days in a synthetic market
     core = [{"ticker": ETF, "weight": 0.1}, {"ticker": mkt["close"].columns[0], "weight": 0.05},
             {"ticker": mkt["close"].columns[1], "weight": 0.05}]
     runs, first_day = runs_of(FULL_GRID, {"core_holdings": core}, index)
