@@ -48,10 +48,10 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def runs_of(grid: dict, extra: dict, index: pd.DatetimeIndex) -> tuple[list[grid.Run], object]:
+def runs_of(values_of: dict, extra: dict, index: pd.DatetimeIndex) -> tuple[list[grid.Run], object]:
     """The grid's runs with `extra` overrides; every run reports from the hungriest run's warm-up on."""
     runs = []
-    for i, (values, overrides) in enumerate(schemas.grid_runs(grid)):
+    for i, (values, overrides) in enumerate(schemas.grid_runs(values_of)):
         params = backtest.strategy_params(backtest.DEFAULT_STRATEGY, {**extra, **overrides})
         runs.append(grid.Run(f"run{i:03d}", values, overrides, params, index[0].date()))
     first = max(strategy.warmup_rows(r.params) for r in runs)
