@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         _done(rows)
 
     lib = synthetic_market(args.tickers, args.days, delistings=False)["close"]
-    lib_panel = sweep.Panel({"close": lib}, tickers, lib.index)
+    lib_panel = sweep.Panel({"close": lib}, tickers, lib.index, pd.Series(False, index=lib.index))
     p_runs, _ = runs_of(PARITY_GRID, PARITY, lib.index)
     res = on_dask(lib_panel, p_runs, lib.index[0].date(), max(counts))
     rows.append((f"parity-like grid, ours, {max(counts)} workers", f"{res['up']:.1f}", res["wall"],
