@@ -44,19 +44,24 @@ def default_path(name: str) -> Path:
 
 
 _PARSED: dict[str, Any] = {}  # file text -> parsed data: each distinct text is parsed once per process
+# the inputs of a load (name, file, both texts, its KRX__ variables) -> the validated config: jobs load the same
+# configs many times (every backtest build reads strategies.yaml), and each distinct input is validated once
+_LOADED: dict[tuple, dict] = {}
 
 
-def _read_yaml(path: Path) -> Any:
-    """The parsed file (a fresh copy: callers merge into it). YAML parsing is slow and jobs load the same configs
-    many times (every backtest build reads strategies.yaml), so the same text is never parsed twice."""
+def _read_text(path: Path) -> str:
     try:
-        text = safeio.read_bytes(path, MAX_CONFIG_BYTES).decode("utf-8-sig")
+        return safeio.read_bytes(path, MAX_CONFIG_BYTES).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(path, "<file>", f"UTF-8 text (byte {exc.start} is not)") from None
     except ValueError as exc:  # a folder, FIFO, link or 1 GB where the config should be
         raise ConfigError(path, "<file>", f"a readable YAML file ({exc})") from None
     except OSError as exc:
         raise ConfigError(path, "<file>", "a readable YAML file", exc.strerror) from None
+
+
+def _parse(text: str, path: Path) -> Any:
+    """The parsed text (a fresh copy: callers merge into it); YAML parsing is slow, so a text is parsed once."""
     if text not in _PARSED:
         try:
             data = yaml.safe_load(text)
@@ -202,14 +207,24 @@ def load(name: str, home: Home | None = None, env: Mapping[str, str] | None = No
     """Load configs/<name>.yaml of the home (the shipped default where the home has none), validated."""
     home = home or Home.from_env()
     env = os.environ if env is None else env
-    schema = _read_yaml(default_path(name))
     path = home.configs / f"{name}.yaml"
-    data = _read_yaml(path) if path.exists() or path.is_symlink() else {}
-    if not (path.exists() or path.is_symlink()):
-        path = default_path(name)
+    present = path.exists() or path.is_symlink()
+    schema_text = _read_text(default_path(name))
+    text = _read_text(path) if present else None
+    prefix = f"{ENV_PREFIX}{name.upper()}__"
+    variables = tuple(sorted((k, v) for k, v in env.items() if k.startswith(prefix)))
+    key = (name, str(path), schema_text, text, variables)
+    if key not in _LOADED:
+        _LOADED[key] = _validated(name, path if present else default_path(name), schema_text, text, dict(variables))
+    return copy.deepcopy(_LOADED[key])
+
+
+def _validated(name: str, path: Path, schema_text: str, text: str | None, variables: Mapping[str, str]) -> dict:
+    schema = _parse(schema_text, default_path(name))
+    data = _parse(text, path) if text is not None else {}
     merged = _merge(copy.deepcopy(schema), data)
     merged = _check(merged, schema, "", path)
-    overrides, origin = _env_overrides(name, schema, env)
+    overrides, origin = _env_overrides(name, schema, variables)
     try:
         if overrides:
             merged = _check(_merge(merged, overrides), schema, "", Path(f"<environment {ENV_PREFIX}{name.upper()}>"))
