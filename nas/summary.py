@@ -81,24 +81,14 @@ def _last_run(home: Home) -> tuple[dict | None, str | None]:
     return receipt, None
 
 
-def _calendar(home: Home, configs: dict | None) -> Any:
-    """The KRX calendar, or the exception that kept it from being built (each risk using it reports that)."""
+def _data_stale(home: Home, now: dt.datetime, cal_cfg: dict | None) -> dict | None:
     from common import calendar
-
-    try:
-        return calendar.load(home, configs["app"]["calendar"] if configs else None)
-    except Exception as exc:  # a calendar that cannot be built is reported, never a crash of the summary
-        return exc
-
-
-def _data_stale(home: Home, now: dt.datetime, cal: Any) -> dict | None:
     from common.store import EodStore
 
     store = EodStore.for_home(home)
     ref = _rel(home, store.manifest_path)
     try:
-        if isinstance(cal, Exception):
-            raise cal
+        cal = calendar.load(home, cal_cfg)
         expected = cal.latest_complete_day(now)
         last = store.last_date()
     except Exception as exc:  # a store or calendar that cannot be read is stale data for the user
@@ -114,12 +104,12 @@ def _data_stale(home: Home, now: dt.datetime, cal: Any) -> dict | None:
     return None
 
 
-def _calendar_disagreement(home: Home, now: dt.datetime, cal: Any) -> dict | None:
+def _calendar_disagreement(home: Home, now: dt.datetime, cal_cfg: dict | None) -> dict | None:
+    from common import calendar
+
     ref = _rel(home, home.configs / "app.yaml")
     try:
-        if isinstance(cal, Exception):
-            raise cal
-        days = cal.disagreements(now.date())
+        days = calendar.load(home, cal_cfg).disagreements(now.date())
     except Exception as exc:  # a calendar that cannot be compared is reported, never a crash of the summary
         return _risk("CALENDAR_DISAGREEMENT", "MEDIUM", f"cannot compare the calendars: {type(exc).__name__}: {exc}",
                      [ref])
@@ -260,14 +250,14 @@ def build(home: Home, now: dt.datetime | None = None, env: Mapping[str, str] | N
     ok, bad_line, msg = events.verify(home)
     receipt, receipt_error = _last_run(home)
     configs, config_risk = _configs(home, env)
-    cal = _calendar(home, configs)
+    cal_cfg = configs["app"]["calendar"] if configs else None  # None: calendar.load reports the broken app.yaml
     # a broken app.yaml still gets its risks judged, by the shipped defaults' thresholds
     ops_cfg = (configs["app"] if configs else config.load("app", Home(DEFAULT_CONFIGS.parent), env={}))["ops"]
     log_risk = None if ok else _risk("EVENT_LOG_TAMPERED", "CRITICAL", msg, [
         _rel(home, events.log_path(home)) + (f":{bad_line}" if bad_line else "")])
     candidates = [
         *_switch_risks(home, stop, snd, g), log_risk, _last_run_risk(home, receipt, receipt_error), config_risk,
-        _data_stale(home, now, cal), _calendar_disagreement(home, now, cal),
+        _data_stale(home, now, cal_cfg), _calendar_disagreement(home, now, cal_cfg),
         _queue_backlog(home, float(ops_cfg["queue_backlog_hours"]), now), _failed_requests(home),
         _secrets_risk(configs["app"], configs["notify"], env) if configs else None,
         _disk_risk(home, ops_cfg["min_free_disk_mb"]), *_watchdog_risks(home),
