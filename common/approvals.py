@@ -27,11 +27,7 @@ def _path(home: Home) -> Path:
 
 
 def load_all(home: Home) -> dict[str, dict]:
-    data = statefile.load(_path(home), SCHEMA) or {"approvals": {}}
-    recs = data.get("approvals")
-    if not isinstance(recs, dict) or not all(_valid(r) for r in recs.values()):
-        raise statefile.unreadable(_path(home), "approvals: expected {id: {kind, subject, expires_at, keys}}")
-    return recs
+    return statefile.load_records(_path(home), SCHEMA, "approvals", _valid, "{id: {kind, subject, expires_at, keys}}")
 
 
 def save_all(home: Home, recs: dict[str, dict]) -> None:

@@ -58,12 +58,8 @@ def _digest(token: str) -> str:
 
 
 def _load(home: Home) -> dict[str, dict]:
-    data = statefile.load(_path(home), SCHEMA) or {"operators": {}}
-    ops = data.get("operators")
-    if not isinstance(ops, dict) or not all(
-            isinstance(v, dict) and isinstance(v.get("token_sha256"), str) for v in ops.values()):
-        raise statefile.unreadable(_path(home), "operators: expected {name: {token_sha256, ...}}")
-    return ops
+    return statefile.load_records(_path(home), SCHEMA, "operators", lambda v: isinstance(v, dict) and isinstance(
+        v.get("token_sha256"), str), "{name: {token_sha256, ...}}")
 
 
 def _save(home: Home, ops: dict[str, dict]) -> None:

@@ -8,8 +8,9 @@ schema raises OpsError STATE_UNREADABLE, and the caller refuses (nothing is ever
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from common import atomic, locks, safeio
 from common.errors import REFUSED, OpsError
@@ -38,6 +39,16 @@ def load(path: Path, schema: str) -> dict | None:
     if data.get("schema") != schema:
         raise unreadable(path, f"schema: expected {schema!r}, got {data.get('schema')!r}")
     return data
+
+
+def load_records(path: Path, schema: str, key: str, valid: Callable[[Any], bool], shape: str) -> dict[str, dict]:
+    """The file's `key` object of records ({} when the file does not exist); STATE_UNREADABLE unless every record
+    is `valid` (`shape` says what one looks like)."""
+    data = load(path, schema) or {key: {}}
+    recs = data.get(key)
+    if not isinstance(recs, dict) or not all(valid(r) for r in recs.values()):
+        raise unreadable(path, f"{key}: expected {shape}")
+    return recs
 
 
 def save(path: Path, data: dict) -> None:

@@ -48,11 +48,8 @@ def allowed_actions(home: Home) -> list[str]:
 
 
 def _load(home: Home) -> dict[str, dict]:
-    data = statefile.load(_path(home), SCHEMA) or {"windows": {}}
-    recs = data.get("windows")
-    if not isinstance(recs, dict) or not all(_valid(r) for r in recs.values()):
-        raise statefile.unreadable(_path(home), "windows: expected {id: {minutes, approval_id, executions, ...}}")
-    return recs
+    return statefile.load_records(_path(home), SCHEMA, "windows", _valid,
+                                  "{id: {minutes, approval_id, executions, ...}}")
 
 
 def _valid(rec: Any) -> bool:

@@ -196,24 +196,21 @@ def state_path(home: Home) -> Path:
 def open_incidents(home: Home) -> list[dict]:
     """The incidents open (not yet cleared) as the last run left them, read only (for `krx ops status`).
     Raises OpsError STATE_UNREADABLE for a damaged file; the next watchdog run moves that aside."""
-    data = statefile.load(state_path(home), SCHEMA)
-    incidents = {} if data is None else data.get("incidents")
-    if not isinstance(incidents, dict):
-        raise statefile.unreadable(state_path(home), "incidents: expected an object")
-    return [{"code": code, **inc} for code, inc in sorted(incidents.items())
-            if isinstance(inc, dict) and not inc.get("cleared_at")]
+    incidents = _records(home)
+    return [{"code": code, **inc} for code, inc in sorted(incidents.items()) if not inc.get("cleared_at")]
+
+
+def _records(home: Home) -> dict[str, dict]:
+    return statefile.load_records(state_path(home), SCHEMA, "incidents", lambda v: (
+        isinstance(v, dict) and isinstance(v.get("opened_at"), str) and "notified_at" in v
+        and isinstance(v["notified_at"], str | None)), "an object of {opened_at, notified_at, ...} records")
 
 
 def _load(home: Home) -> tuple[dict[str, dict], str | None]:
     """(the open incidents, None), or ({}, what was wrong) after moving an untrustworthy file aside."""
     path = state_path(home)
     try:
-        data = statefile.load(path, SCHEMA)
-        incidents = {} if data is None else data.get("incidents")
-        if not isinstance(incidents, dict) or not all(
-                isinstance(v, dict) and isinstance(v.get("opened_at"), str) and "notified_at" in v
-                and isinstance(v["notified_at"], str | None) for v in incidents.values()):
-            raise statefile.unreadable(path, "incidents: expected an object of {opened_at, notified_at, ...} records")
+        incidents = _records(home)
         for code, inc in incidents.items():
             inc.update(code=code, restarts=inc.get("restarts") if isinstance(inc.get("restarts"), int) else 0,
                        not_sent=inc.get("not_sent"))
