@@ -120,7 +120,8 @@ def identify(home: Home, token: str | None, *, action: str, change: bool = True)
     token = (token or "").strip()
     if not token:
         events.append(home, "operator_refused", action=action, code="OPERATOR_REQUIRED")
-        raise OpsError("OPERATOR_REQUIRED", f"{action} needs an operator: set {TOKEN_ENV} or give --token-file")
+        raise OpsError("OPERATOR_REQUIRED", f"{action} needs an operator: the CLI reads {TOKEN_ENV} or --token-file, "
+                       "HTTP an `Authorization: Bearer` header")
     try:
         ops = _load(home)
     except OpsError as exc:
